@@ -1,0 +1,1 @@
+"""Physics of the measurements: FFTs, coil handling, masks and holes (pure functions)."""

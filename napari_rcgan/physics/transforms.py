@@ -1,0 +1,152 @@
+"""Multicoil MRI transforms (torch, pure functions).
+
+Shapes: ``C`` coils, ``H`` readout rows, ``W`` phase-encode columns. Complex data is
+``torch.complex64``; the generator sees real channels ``[re(coil 0..C-1), im(coil 0..C-1)]``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+from napari_rcgan.errors import ParameterError
+from napari_rcgan.physics.fft import fft2c, ifft2c
+
+
+def center_crop(data: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Crop the centre ``shape = (h, w)`` of the last two axes: ``(..., H, W) -> (..., h, w)``.
+
+    Raises:
+        ParameterError: when the data is smaller than the crop.
+    """
+    height, width = data.shape[-2:]
+    crop_h, crop_w = shape
+    if not (0 < crop_h <= height and 0 < crop_w <= width):
+        raise ParameterError(
+            f"cannot crop {height}x{width} data to {crop_h}x{crop_w}: the image is smaller than "
+            f"the {crop_h}x{crop_w} the weights expect"
+        )
+    top = (height - crop_h) // 2
+    left = (width - crop_w) // 2
+    return data[..., top : top + crop_h, left : left + crop_w]
+
+
+def kspace_to_cropped_image(kspace: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Fully sampled k-space ``(C, H, W)`` → coil images ``(C, h, w)`` cropped in the image domain.
+
+    The crop removes the 2× readout oversampling of raw fastMRI data (768 → 384 rows) and the
+    phase-encode padding (396 → 384 columns).
+    """
+    return center_crop(ifft2c(kspace), image_size)
+
+
+def coil_compress(images: torch.Tensor, virtual_coils: int) -> torch.Tensor:
+    """SVD coil compression (Zhang et al. 2013, single compression matrix per slice).
+
+    Args:
+        images: complex coil images ``(C, H, W)``.
+        virtual_coils: ``K ≤ C``.
+
+    Returns:
+        complex virtual-coil images ``(K, H, W)``, ordered by decreasing energy.
+    """
+    coils = images.shape[0]
+    if virtual_coils > coils:
+        raise ParameterError(
+            f"cannot compress {coils} coils to {virtual_coils} virtual coils: the data has fewer "
+            f"coils than the weights need"
+        )
+    flat = images.reshape(coils, -1)
+    left, _, _ = torch.linalg.svd(flat, full_matrices=False)
+    compression = left[:, :virtual_coils].conj().T
+    return (compression @ flat).reshape(virtual_coils, *images.shape[1:])
+
+
+def apply_kspace_mask(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Undersample coil images in k-space.
+
+    Args:
+        image: complex coil images ``(..., C, H, W)``.
+        mask: boolean ``(H, W)``, True where k-space is measured.
+
+    Returns:
+        ``(measured_kspace, zero_filled_image)``, both complex ``(..., C, H, W)``; the zero-filled
+        image is ``y = IFFT(M ⊙ FFT(x))``.
+    """
+    measured = fft2c(image) * mask.to(image.device)
+    return measured, ifft2c(measured)
+
+
+def data_consistency(
+    image: torch.Tensor, measured_kspace: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Replace the k-space of ``image (..., C, H, W)`` by ``measured_kspace`` where ``mask``."""
+    kspace = torch.where(mask.to(image.device), measured_kspace, fft2c(image))
+    return ifft2c(kspace)
+
+
+def complex_to_channels(data: torch.Tensor) -> torch.Tensor:
+    """Complex ``(..., C, H, W)`` → real ``(..., 2C, H, W)`` ordered ``[re(0..C-1), im(0..C-1)]``."""
+    return torch.cat([data.real, data.imag], dim=-3)
+
+
+def channels_to_complex(data: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`complex_to_channels`: real ``(..., 2C, H, W)`` → complex ``(..., C, H, W)``."""
+    coils = data.shape[-3] // 2
+    return torch.complex(data[..., :coils, :, :].float(), data[..., coils:, :, :].float())
+
+
+class Normalization(NamedTuple):
+    """Per-example affine normalisation ``(x − mean) / std`` of the real channel representation."""
+
+    mean: float
+    std: float
+
+    @classmethod
+    def of(cls, channels: torch.Tensor) -> Normalization:
+        """Statistics of a real tensor (the zero-filled image's channels, Section 4.2)."""
+        std = float(channels.std())
+        if not np.isfinite(std) or std <= 0:
+            raise ParameterError("the zero-filled image is constant: nothing was measured")
+        return cls(float(channels.mean()), std)
+
+    def apply(self, channels: torch.Tensor) -> torch.Tensor:
+        return (channels - self.mean) / self.std
+
+    def invert(self, channels: torch.Tensor) -> torch.Tensor:
+        return channels * self.std + self.mean
+
+
+def rss(images: torch.Tensor) -> torch.Tensor:
+    """Root-sum-of-squares coil combination: complex ``(..., C, H, W)`` → real ``(..., H, W)``."""
+    return torch.sqrt((images.abs() ** 2).sum(dim=-3))
+
+
+def sense_combine(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """SENSE coil combination ``Σ_c conj(S_c) x_c``: ``(..., C, H, W)`` with maps ``(C, H, W)``."""
+    return (maps.conj().to(images.device) * images).sum(dim=-3)
+
+
+def espirit_maps(
+    kspace: torch.Tensor, calib_width: int = 24, threshold: float = 0.02, crop: float = 0.95
+) -> torch.Tensor:
+    """ESPIRiT sensitivity maps with sigpy's ``EspiritCalib``.
+
+    Args:
+        kspace: fully sampled or centre-sampled complex k-space ``(C, H, W)``.
+
+    Returns:
+        complex64 maps ``(C, H, W)``.
+    """
+    from sigpy.mri.app import EspiritCalib
+
+    calibration = EspiritCalib(
+        kspace.detach().cpu().numpy().astype(np.complex64),
+        calib_width=calib_width,
+        thresh=threshold,
+        crop=crop,
+        show_pbar=False,
+    )
+    return torch.from_numpy(np.asarray(calibration.run(), dtype=np.complex64))

@@ -1,0 +1,470 @@
+"""PosteriorSampler: weights → generator → P posterior samples with data consistency.
+
+Typical use::
+
+    sampler = PosteriorSampler("mri", device="auto")
+    measurement = sampler.measure_mri(kspace, R=8, mask_kind="gro")
+    result = sampler.sample(measurement, P=32, seed=0)
+    result.stack.mean(8), result.stack.std(8)
+
+The code vector of sample ``i`` is drawn from a generator seeded by ``(seed, i)`` on the CPU, so a
+sample does not depend on the chunk size, the device or which other samples are drawn.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from napari_rcgan.errors import ParameterError, RcganError, SamplingCancelled, WeightsError
+from napari_rcgan.physics import transforms
+from napari_rcgan.physics.inpainting import validate_hole
+from napari_rcgan.physics.masks import SamplingMask, column_mask
+from napari_rcgan.stats import SampleStack
+from napari_rcgan.weights import NOISE_CHANNELS, Weights, load_weights
+
+MAX_SAMPLES = 512
+COIL_COMBINES = ("rss", "sense")
+
+CancelFlag = Callable[[], bool] | threading.Event | None
+ProgressCallback = Callable[[int, int], None] | None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then MPS, then CPU; an explicit name must be available."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise ParameterError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from error
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device {device!r} requested but CUDA is not available")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ParameterError(f"device {device!r} requested but MPS is not available")
+    return resolved
+
+
+def available_devices() -> list[str]:
+    """Device names the widget offers: ``auto``, ``cpu`` and each CUDA device / MPS present."""
+    devices = ["auto", "cpu"]
+    devices += [f"cuda:{index}" for index in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+def code_vector(seed: int, index: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """The code vector ``z`` of sample ``index`` for run ``seed``: standard normal, float32, CPU."""
+    state = np.random.SeedSequence([seed, index]).generate_state(2, dtype=np.uint32)
+    generator = torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
+    return torch.randn(shape, generator=generator)
+
+
+class Measurement(Protocol):
+    """What the sampler needs from a task: network input, finishing, and display images."""
+
+    task: str
+
+    def network_input(self) -> torch.Tensor: ...
+
+    def finish(self, output: torch.Tensor) -> torch.Tensor: ...
+
+    def display(self, images: torch.Tensor) -> np.ndarray: ...
+
+
+@dataclass
+class MRIMeasurement:
+    """An undersampled multicoil acquisition, ready for the generator.
+
+    Attributes:
+        target: fully sampled virtual-coil images ``(K, S, S)`` complex64, or None.
+        measured_kspace: ``M ⊙ FFT(x)``, ``(K, S, S)`` complex64.
+        mask: the sampling mask (columns of the ``(S, S)`` k-space).
+        normalization: mean/std of the zero-filled image's real channels.
+        coil_combine: ``"rss"`` or ``"sense"``; ``sense_maps`` ``(K, S, S)`` when SENSE.
+    """
+
+    target: torch.Tensor | None
+    measured_kspace: torch.Tensor
+    mask: SamplingMask
+    normalization: transforms.Normalization
+    coil_combine: str = "rss"
+    sense_maps: torch.Tensor | None = None
+    task: str = "mri"
+
+    @property
+    def mask_tensor(self) -> torch.Tensor:
+        return torch.from_numpy(self.mask.mask)
+
+    @property
+    def zero_filled(self) -> torch.Tensor:
+        """``IFFT(M ⊙ FFT(x))``, ``(K, S, S)`` complex64."""
+        from napari_rcgan.physics.fft import ifft2c
+
+        return ifft2c(self.measured_kspace)
+
+    def network_input(self) -> torch.Tensor:
+        """Normalised zero-filled channels ``(2K, S, S)``."""
+        return self.normalization.apply(transforms.complex_to_channels(self.zero_filled))
+
+    def finish(self, output: torch.Tensor) -> torch.Tensor:
+        """Generator output ``(n, 2K, S, S)`` → data-consistent coil images ``(n, K, S, S)``."""
+        images = transforms.channels_to_complex(self.normalization.invert(output.float()))
+        kspace = self.measured_kspace.to(images.device)
+        return transforms.data_consistency(images, kspace, self.mask_tensor)
+
+    def display(self, images: torch.Tensor) -> np.ndarray:
+        """Coil-combined magnitude ``(n, S, S)`` float32 of coil images ``(..., K, S, S)``."""
+        if self.coil_combine == "sense":
+            combined = transforms.sense_combine(images, self.sense_maps).abs()
+        else:
+            combined = transforms.rss(images)
+        return combined.float().cpu().numpy()
+
+    @property
+    def reference(self) -> np.ndarray | None:
+        return None if self.target is None else self.display(self.target)
+
+    @property
+    def zero_filled_display(self) -> np.ndarray:
+        return self.display(self.zero_filled)
+
+    @property
+    def mask_display(self) -> np.ndarray:
+        return self.mask.mask.astype(np.float32)
+
+
+@dataclass
+class InpaintingMeasurement:
+    """An image with a hole. ``image`` ``(C, H, W)`` in [0, 1]; ``hole`` bool ``(H, W)``."""
+
+    image: torch.Tensor
+    hole: np.ndarray
+    has_reference: bool = True
+    task: str = "inpainting"
+
+    def network_input(self) -> torch.Tensor:
+        """``[(2·image − 1)·(1 − hole), hole]``: ``(C + 1, H, W)``, the hole zeroed."""
+        known = torch.from_numpy(~self.hole).float()
+        return torch.cat([(2 * self.image - 1) * known, 1 - known[None]], dim=0)
+
+    def finish(self, output: torch.Tensor) -> torch.Tensor:
+        """Output ``(n, C, H, W)`` in [−1, 1] → images in [0, 1], the known pixels restored."""
+        generated = ((output.float() + 1) / 2).clamp(0, 1)
+        hole = torch.from_numpy(self.hole).to(generated.device)
+        return torch.where(hole, generated, self.image.to(generated.device))
+
+    def display(self, images: torch.Tensor) -> np.ndarray:
+        """``(..., C, H, W)`` → ``(..., H, W, C)`` (colour) or ``(..., H, W)`` (grey), float32."""
+        array = images.float().cpu().numpy()
+        return array[..., 0, :, :] if array.shape[-3] == 1 else np.moveaxis(array, -3, -1)
+
+    @property
+    def reference(self) -> np.ndarray | None:
+        return self.display(self.image) if self.has_reference else None
+
+    @property
+    def zero_filled_display(self) -> np.ndarray:
+        known = torch.from_numpy(~self.hole).float()
+        return self.display(self.image * known)
+
+    @property
+    def mask_display(self) -> np.ndarray:
+        return self.hole.astype(np.float32)
+
+
+@dataclass
+class SampleChunk:
+    """Samples ``start .. start + n − 1``: ``images`` (coil images or colour images, CPU) and
+    ``display`` (what is shown: ``(n, H, W)`` or ``(n, H, W, 3)``)."""
+
+    start: int
+    images: torch.Tensor
+    display: np.ndarray
+
+
+@dataclass
+class PosteriorSamples:
+    """The result of :meth:`PosteriorSampler.sample`.
+
+    ``complete`` is False when the run was cancelled after some chunks; ``stack`` then holds the
+    samples drawn so far, with consistent mean and SD.
+    """
+
+    measurement: MRIMeasurement | InpaintingMeasurement
+    stack: SampleStack
+    images: torch.Tensor
+    seed: int
+    requested: int
+    weights: str
+    complete: bool = True
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def P(self) -> int:
+        return len(self.stack)
+
+
+def _is_cancelled(cancel: CancelFlag) -> bool:
+    if cancel is None:
+        return False
+    if isinstance(cancel, threading.Event):
+        return cancel.is_set()
+    return bool(cancel())
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
+class PosteriorSampler:
+    """Draws posterior samples with an rcGAN generator.
+
+    Args:
+        weights: a :class:`Weights`, a path, a bundled name (``mri``, ``faces``) or
+            ``random:mri`` / ``random:inpainting``.
+        device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device name.
+    """
+
+    def __init__(self, weights: str | os.PathLike | Weights = "mri", device: str = "auto") -> None:
+        self.weights = weights if isinstance(weights, Weights) else load_weights(weights)
+        self.metadata = self.weights.metadata
+        self.device = resolve_device(device)
+        generator = self.weights.build_generator().to(self.device)
+        if self.device.type == "cuda":
+            generator = generator.to(memory_format=torch.channels_last)
+        self.generator = generator
+        self._sense_cache: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def name(self) -> str:
+        return self.weights.source
+
+    def _require_task(self, task: str, what: str) -> None:
+        if self.metadata.task != task:
+            raise WeightsError(
+                f"{self.name}: weights are for {self.metadata.task}, but the input is {what}; "
+                f"choose {task} weights"
+            )
+
+    def measure_mri(
+        self,
+        kspace: np.ndarray | torch.Tensor,
+        mask: SamplingMask | None = None,
+        R: float = 4.0,
+        mask_kind: str = "gro",
+        mask_seed: int = 0,
+        coil_combine: str = "rss",
+        source: str = "k-space",
+    ) -> MRIMeasurement:
+        """Preprocess one fully sampled slice (Section 4.2) and undersample it.
+
+        Args:
+            kspace: complex ``(C, H, W)`` k-space of one slice (raw or compact layout).
+            mask: a ready mask of shape ``image_size``; else one of ``mask_kind`` at ``R``.
+            source: name used in error messages (file and slice).
+        """
+        self._require_task("mri", "multicoil MRI k-space")
+        coils = self.metadata.channels
+        size = tuple(self.metadata.image_size)
+        kspace = torch.as_tensor(np.asarray(kspace)).to(torch.complex64)
+        if kspace.ndim != 3:
+            raise ParameterError(f"{source}: k-space must be (coils, H, W), got {tuple(kspace.shape)}")
+        if not torch.isfinite(torch.view_as_real(kspace)).all():
+            raise ParameterError(f"{source}: k-space contains NaN or Inf")
+        if kspace.shape[0] < coils:
+            raise WeightsError(
+                f"{source}: has {kspace.shape[0]} coils but the weights {self.name} need at "
+                f"least {coils}"
+            )
+        height, width = kspace.shape[-2:]
+        if height < size[0] or width < size[1]:
+            raise ParameterError(
+                f"{source}: k-space {height}x{width} is smaller than the {size[0]}x{size[1]} "
+                f"image the weights {self.name} expect"
+            )
+        if coil_combine not in COIL_COMBINES:
+            raise ParameterError(f"coil combine {coil_combine!r}: use one of {COIL_COMBINES}")
+        images = transforms.kspace_to_cropped_image(kspace, size)
+        target = transforms.coil_compress(images, coils) if images.shape[0] > coils else images
+        if mask is None:
+            mask = column_mask(size, mask_kind, R, seed=mask_seed)
+        elif mask.mask.shape != size:
+            from napari_rcgan.errors import MaskError
+
+            raise MaskError(
+                f"{source}: mask of shape {mask.mask.shape} does not fit the {size} image"
+            )
+        measured, zero_filled = transforms.apply_kspace_mask(target, torch.from_numpy(mask.mask))
+        normalization = transforms.Normalization.of(transforms.complex_to_channels(zero_filled))
+        maps = None
+        if coil_combine == "sense":
+            key = (source, mask.lines.tobytes(), float(target.abs().sum()))
+            if key not in self._sense_cache:
+                self._sense_cache[key] = transforms.espirit_maps(
+                    measured, calib_width=_centre_block_width(mask.lines, size[1])
+                )
+            maps = self._sense_cache[key]
+        return MRIMeasurement(target, measured, mask, normalization, coil_combine, maps)
+
+    def measure_inpainting(
+        self, image: np.ndarray, hole: np.ndarray, has_reference: bool = True, source: str = "image"
+    ) -> InpaintingMeasurement:
+        """An image ``(H, W)`` or ``(H, W, C)`` in [0, 1] with a bool ``hole`` ``(H, W)``."""
+        self._require_task("inpainting", "an image to inpaint")
+        array = np.asarray(image, dtype=np.float32)
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.ndim != 3:
+            raise ParameterError(f"{source}: expected an (H, W) or (H, W, C) image, got {array.shape}")
+        channels = self.metadata.channels
+        if array.shape[-1] != channels:
+            array = array.mean(axis=-1, keepdims=True) if channels == 1 else np.repeat(
+                array[..., :1], channels, axis=-1
+            ) if array.shape[-1] == 1 else array[..., :channels]
+        size = tuple(self.metadata.image_size)
+        if array.shape[:2] != size:
+            raise ParameterError(
+                f"{source}: image is {array.shape[0]}x{array.shape[1]} but the weights "
+                f"{self.name} expect {size[0]}x{size[1]}; resize or crop it first"
+            )
+        hole = validate_hole(hole, size, source=f"{source} hole")
+        tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 0)))
+        return InpaintingMeasurement(tensor, hole, has_reference)
+
+    def _default_chunk(self, P: int) -> int:
+        return min(P, 32) if self.device.type == "cuda" else min(P, 4)
+
+    def _forward(self, network_input: torch.Tensor, seed: int, start: int, count: int) -> torch.Tensor:
+        height, width = network_input.shape[-2:]
+        codes = torch.stack(
+            [code_vector(seed, start + i, (NOISE_CHANNELS, height, width)) for i in range(count)]
+        )
+        batch = torch.cat([network_input.expand(count, -1, -1, -1), codes], dim=1).to(self.device)
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    return self.generator(batch).float()
+            return self.generator(batch)
+
+    def iter_chunks(
+        self,
+        measurement: MRIMeasurement | InpaintingMeasurement,
+        P: int,
+        seed: int = 0,
+        chunk_size: int | None = None,
+        cancel: CancelFlag = None,
+    ) -> Iterator[SampleChunk]:
+        """Yield the P samples chunk by chunk; on CUDA out-of-memory the chunk is halved.
+
+        Stops early (without error) when ``cancel`` is set; check the number of samples received.
+        """
+        _check_count(P)
+        chunk = chunk_size or self._default_chunk(P)
+        if chunk < 1:
+            raise ParameterError(f"chunk size must be at least 1, got {chunk}")
+        network_input = measurement.network_input()
+        start = 0
+        while start < P:
+            if _is_cancelled(cancel):
+                return
+            count = min(chunk, P - start)
+            try:
+                output = self._forward(network_input, seed, start, count)
+            except RuntimeError as error:
+                if not _is_out_of_memory(error) or count == 1:
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                chunk = max(1, count // 2)
+                continue
+            with torch.inference_mode():
+                images = measurement.finish(output)
+            yield SampleChunk(start, images.cpu(), measurement.display(images))
+            start += count
+
+    def sample(
+        self,
+        measurement: MRIMeasurement | InpaintingMeasurement,
+        P: int,
+        seed: int = 0,
+        chunk_size: int | None = None,
+        progress: ProgressCallback = None,
+        cancel: CancelFlag = None,
+        on_chunk: Callable[[SampleChunk], None] | None = None,
+    ) -> PosteriorSamples:
+        """Draw P samples; returns them with their prefix-sum statistics.
+
+        Raises:
+            SamplingCancelled: when cancelled before the first chunk finished.
+        """
+        import time
+
+        started = time.perf_counter()
+        stack: SampleStack | None = None
+        images: list[torch.Tensor] = []
+        first = None
+        for chunk in self.iter_chunks(measurement, P, seed, chunk_size, cancel):
+            if stack is None:
+                stack = SampleStack(chunk.display.shape[1:], capacity=P)
+                first = time.perf_counter() - started
+            stack.extend(chunk.display)
+            images.append(chunk.images)
+            if on_chunk is not None:
+                on_chunk(chunk)
+            if progress is not None:
+                progress(len(stack), P)
+        if stack is None:
+            raise SamplingCancelled("sampling was cancelled before the first samples were drawn")
+        return PosteriorSamples(
+            measurement=measurement,
+            stack=stack,
+            images=torch.cat(images),
+            seed=seed,
+            requested=P,
+            weights=self.name,
+            complete=len(stack) == P,
+            timings={"first_chunk_s": first, "total_s": time.perf_counter() - started},
+        )
+
+
+def _check_count(P: int) -> None:
+    if not isinstance(P, (int, np.integer)) or not 1 <= P <= MAX_SAMPLES:
+        raise ParameterError(f"P (number of samples) must be an integer in 1..{MAX_SAMPLES}, got {P}")
+
+
+def _centre_block_width(lines: np.ndarray, width: int) -> int:
+    """Width of the contiguous sampled block around the k-space centre (ESPIRiT calibration)."""
+    sampled = set(lines.tolist())
+    centre = width // 2
+    low = high = centre
+    while low - 1 in sampled:
+        low -= 1
+    while high + 1 in sampled:
+        high += 1
+    return max(6, min(24, high - low + 1)) if centre in sampled else 6
+
+
+__all__ = [
+    "InpaintingMeasurement",
+    "MRIMeasurement",
+    "PosteriorSampler",
+    "PosteriorSamples",
+    "RcganError",
+    "SampleChunk",
+    "available_devices",
+    "code_vector",
+    "resolve_device",
+]

@@ -1,0 +1,245 @@
+"""Generator weights: ``.safetensors`` tensors plus a JSON metadata block (never pickle).
+
+The metadata lives under the key ``"rcgan"`` of the safetensors header and describes the task,
+the architecture, the data the weights fit and how they were trained and measured. Weights are
+named by a path, by a bundled name (``mri``, ``faces``: files in ``napari_rcgan/weights/``) or by
+``random:mri`` / ``random:inpainting`` (a randomly initialised network, for trying the pipeline
+before trained weights exist).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from napari_rcgan.errors import WeightsError
+from napari_rcgan.models import ResidualUNet
+
+FORMAT_VERSION = 1
+METADATA_KEY = "rcgan"
+TASKS = ("mri", "inpainting")
+BUNDLED_DIR = Path(__file__).parent / "weights"
+NOISE_CHANNELS = 2
+
+
+@dataclass
+class WeightsMetadata:
+    """What a weights file is for and how it was made.
+
+    Attributes:
+        task: ``"mri"`` or ``"inpainting"``.
+        image_size: ``[H, W]`` the generator was trained at.
+        channels: image channels: virtual coils for MRI (the generator sees ``2·channels``), colour
+            channels (3 or 1) for inpainting.
+        base_width: generator width of the first UNet level (128 in the paper).
+        num_pool_layers: UNet depth (4 in the paper).
+        masks: mask kinds the weights were trained with (MRI), e.g. ``["gro"]``.
+        acceleration: ``[R_min, R_max]`` trained (MRI).
+        beta_sd: SD-reward weight at the end of training.
+        training: free-form description (data, steps, hardware, duration, config).
+        metrics: measured evaluation metrics.
+        notes: anything a user must know (e.g. "demo quality").
+    """
+
+    task: str
+    image_size: list[int]
+    channels: int
+    base_width: int = 128
+    num_pool_layers: int = 4
+    masks: list[str] = field(default_factory=list)
+    acceleration: list[float] = field(default_factory=list)
+    beta_sd: float | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def in_channels(self) -> int:
+        """Generator input channels: measurement (+ hole mask for inpainting) + code vector."""
+        if self.task == "mri":
+            return 2 * self.channels + NOISE_CHANNELS
+        return self.channels + 1 + NOISE_CHANNELS
+
+    @property
+    def out_channels(self) -> int:
+        return 2 * self.channels if self.task == "mri" else self.channels
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> WeightsMetadata:
+        try:
+            values = json.loads(text)
+            metadata = cls(**values)
+        except (json.JSONDecodeError, TypeError) as error:
+            raise WeightsError(f"{source}: unreadable rcgan metadata ({error})") from error
+        metadata.validate(source)
+        return metadata
+
+    def validate(self, source: str) -> None:
+        if self.format_version > FORMAT_VERSION:
+            raise WeightsError(
+                f"{source}: weights format {self.format_version} is newer than this napari-rcgan "
+                f"understands ({FORMAT_VERSION}); upgrade napari-rcgan"
+            )
+        if self.task not in TASKS:
+            raise WeightsError(f"{source}: unknown task {self.task!r}; expected one of {TASKS}")
+        if len(self.image_size) != 2 or min(self.image_size) < 1 or self.channels < 1:
+            raise WeightsError(f"{source}: invalid image_size {self.image_size} or channels")
+
+    def describe(self) -> str:
+        """Human-readable multi-line summary (used by ``napari-rcgan info`` and the widget)."""
+        lines = [
+            f"task: {self.task}",
+            f"image size: {self.image_size[0]}x{self.image_size[1]}",
+            (f"coils: {self.channels}" if self.task == "mri" else f"colour channels: {self.channels}"),
+            f"generator: residual UNet, base width {self.base_width}, {self.num_pool_layers} levels",
+        ]
+        if self.masks:
+            lines.append(f"masks: {', '.join(self.masks)}")
+        if self.acceleration:
+            lines.append(f"acceleration R: {self.acceleration[0]:g} to {self.acceleration[-1]:g}")
+        if self.beta_sd is not None:
+            lines.append(f"beta_SD: {self.beta_sd:.4g}")
+        if self.notes:
+            lines.append(f"notes: {self.notes}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Weights:
+    """A generator state dict with its metadata and where it came from."""
+
+    metadata: WeightsMetadata
+    state_dict: dict[str, torch.Tensor]
+    source: str
+
+    def build_generator(self) -> ResidualUNet:
+        """Instantiate the generator and load the tensors (strictly: every key must match)."""
+        generator = build_generator(self.metadata)
+        try:
+            generator.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as error:
+            first_line = str(error).splitlines()[0]
+            raise WeightsError(
+                f"{self.source}: tensors do not fit the architecture in its metadata ({first_line})"
+            ) from error
+        return generator.eval()
+
+
+def build_generator(metadata: WeightsMetadata) -> ResidualUNet:
+    """A freshly initialised generator with the architecture described by ``metadata``."""
+    return ResidualUNet(
+        metadata.in_channels, metadata.out_channels, metadata.base_width, metadata.num_pool_layers
+    )
+
+
+def atomic_write_path(path: Path) -> Path:
+    """A temporary path next to ``path``; the caller writes it, then ``os.replace``-s it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    return Path(temporary)
+
+
+def save_weights(path: str | os.PathLike, generator_state: dict[str, torch.Tensor],
+                 metadata: WeightsMetadata) -> Path:
+    """Write ``generator_state`` and ``metadata`` to ``path`` atomically."""
+    path = Path(path)
+    metadata.validate(str(path))
+    temporary = atomic_write_path(path)
+    try:
+        tensors = {key: value.detach().cpu().contiguous() for key, value in generator_state.items()}
+        save_file(tensors, str(temporary), metadata={METADATA_KEY: metadata.to_json()})
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | os.PathLike) -> WeightsMetadata:
+    """Only the metadata of a weights file (cheap: reads the header)."""
+    from safetensors import safe_open
+
+    path = _existing_file(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"{path}: not a valid .safetensors weights file ({error})") from error
+    if METADATA_KEY not in header:
+        raise WeightsError(f"{path}: safetensors file without napari-rcgan metadata")
+    return WeightsMetadata.from_json(header[METADATA_KEY], str(path))
+
+
+def load_weights(spec: str | os.PathLike) -> Weights:
+    """Resolve a weights spec: a path, a bundled name, or ``random:<task>``."""
+    text = str(spec)
+    if text.startswith("random:"):
+        return random_weights(text.split(":", 1)[1])
+    path = resolve_path(text)
+    metadata = read_metadata(path)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise WeightsError(f"{path}: corrupted weights file ({error})") from error
+    return Weights(metadata, state, str(path))
+
+
+def resolve_path(spec: str) -> Path:
+    """A bundled name (``mri``, ``faces``) or a path to an existing ``.safetensors`` file."""
+    bundled = BUNDLED_DIR / f"{spec}.safetensors"
+    if bundled.is_file():
+        return bundled
+    return _existing_file(spec)
+
+
+def bundled_weights() -> dict[str, Path]:
+    """Bundled weights by name."""
+    return {path.stem: path for path in sorted(BUNDLED_DIR.glob("*.safetensors"))}
+
+
+def _existing_file(spec: str | os.PathLike) -> Path:
+    path = Path(spec)
+    if not path.is_file():
+        names = ", ".join(sorted(bundled_weights())) or "none installed"
+        raise WeightsError(
+            f"{spec}: no such weights file, and not a bundled name (bundled: {names}; "
+            f"or random:mri, random:inpainting)"
+        )
+    return path
+
+
+def random_metadata(task: str) -> WeightsMetadata:
+    """Metadata of the randomly initialised stand-in networks."""
+    if task == "mri":
+        return WeightsMetadata(
+            task="mri", image_size=[384, 384], channels=8, base_width=16,
+            masks=["gro", "equispaced", "random"], acceleration=[1.0, 16.0],
+            notes="random initialisation: the samples are not meaningful",
+        )
+    if task == "inpainting":
+        return WeightsMetadata(
+            task="inpainting", image_size=[256, 256], channels=3, base_width=16,
+            notes="random initialisation: the samples are not meaningful",
+        )
+    raise WeightsError(f"random:{task}: unknown task; use random:mri or random:inpainting")
+
+
+def random_weights(task: str, seed: int = 0) -> Weights:
+    """A randomly initialised generator (fixed seed) for ``task``."""
+    metadata = random_metadata(task)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        generator = build_generator(metadata)
+    return Weights(metadata, generator.state_dict(), f"random:{task}")

@@ -1,0 +1,121 @@
+"""FFT, crop, coil compression, normalisation, coil combination, data consistency."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from napari_rcgan.errors import ParameterError
+from napari_rcgan.physics import transforms
+from napari_rcgan.physics.fft import fft2c, ifft2c
+
+
+def random_complex(*shape: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.complex(torch.randn(shape, generator=generator), torch.randn(shape, generator=generator))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 3), st.integers(2, 33), st.integers(2, 33), st.integers(0, 1000))
+def test_fft_round_trip_and_orthonormality(coils, height, width, seed):
+    image = random_complex(coils, height, width, seed=seed)
+    kspace = fft2c(image)
+    torch.testing.assert_close(ifft2c(kspace), image, atol=1e-5, rtol=1e-5)
+    # Parseval: the orthonormal transform keeps the energy.
+    assert torch.allclose(kspace.abs().pow(2).sum(), image.abs().pow(2).sum(), rtol=1e-4)
+
+
+def test_fft_puts_dc_in_the_centre():
+    image = torch.ones(1, 6, 8, dtype=torch.complex64)
+    kspace = fft2c(image)
+    assert kspace.abs().argmax().item() == 3 * 8 + 4
+    assert kspace.abs()[0, 3, 4] == pytest.approx(np.sqrt(48), rel=1e-5)
+
+
+def test_center_crop_takes_the_middle_and_rejects_small_images():
+    data = torch.arange(6 * 8).reshape(6, 8)
+    cropped = transforms.center_crop(data, (2, 4))
+    assert cropped.tolist() == [[18, 19, 20, 21], [26, 27, 28, 29]]
+    with pytest.raises(ParameterError, match="smaller than"):
+        transforms.center_crop(data, (8, 8))
+
+
+def simulated_coil_images(coils: int = 16, size: int = 64) -> torch.Tensor:
+    """A smooth object seen through smooth, overlapping coil sensitivities (sigpy birdcage)."""
+    import sigpy.mri
+
+    maps = sigpy.mri.birdcage_maps((coils, size, size)).astype(np.complex64)
+    y, x = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
+    phantom = ((x / 0.7) ** 2 + (y / 0.85) ** 2 < 1).astype(np.float32) * (1 + 0.5 * x)
+    return torch.from_numpy(maps * phantom).to(torch.complex64)
+
+
+def test_coil_compression_keeps_99_percent_of_the_energy_of_16_coil_data():
+    images = simulated_coil_images(16)
+    noise = 0.01 * random_complex(*images.shape) * images.abs().mean()
+    compressed = transforms.coil_compress(images + noise, 8)
+    assert compressed.shape == (8, 64, 64)
+    kept = compressed.abs().pow(2).sum() / (images + noise).abs().pow(2).sum()
+    assert kept >= 0.99
+
+
+def test_coil_compression_refuses_more_virtual_coils_than_coils():
+    with pytest.raises(ParameterError, match="fewer coils"):
+        transforms.coil_compress(random_complex(4, 8, 8), 8)
+
+
+def test_channels_round_trip_and_ordering():
+    data = random_complex(3, 5, 4)
+    channels = transforms.complex_to_channels(data)
+    assert channels.shape == (6, 5, 4)
+    torch.testing.assert_close(channels[:3], data.real)
+    torch.testing.assert_close(channels[3:], data.imag)
+    torch.testing.assert_close(transforms.channels_to_complex(channels), data)
+
+
+def test_normalization_inverts_and_rejects_constant_images():
+    channels = 3 + 2 * torch.randn(4, 10, 10)
+    norm = transforms.Normalization.of(channels)
+    normalized = norm.apply(channels)
+    assert abs(float(normalized.mean())) < 1e-5
+    assert float(normalized.std()) == pytest.approx(1.0, rel=1e-5)
+    torch.testing.assert_close(norm.invert(normalized), channels)
+    with pytest.raises(ParameterError, match="constant"):
+        transforms.Normalization.of(torch.zeros(2, 4, 4))
+
+
+def test_data_consistency_keeps_measured_lines_and_the_generator_elsewhere():
+    truth = random_complex(2, 16, 16, seed=1)
+    guess = random_complex(2, 16, 16, seed=2)
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[:, ::4] = True
+    measured, zero_filled = transforms.apply_kspace_mask(truth, mask)
+    assert torch.allclose(fft2c(zero_filled)[..., ~mask], torch.zeros(1, dtype=torch.complex64), atol=1e-6)
+    consistent = fft2c(transforms.data_consistency(guess, measured, mask))
+    torch.testing.assert_close(consistent[..., mask], fft2c(truth)[..., mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(consistent[..., ~mask], fft2c(guess)[..., ~mask], atol=1e-5, rtol=1e-5)
+
+
+def test_rss_and_sense_combine():
+    images = simulated_coil_images(8, 32)
+    rss = transforms.rss(images)
+    expected = np.sqrt((np.abs(images.numpy()) ** 2).sum(0))
+    np.testing.assert_allclose(rss.numpy(), expected, rtol=1e-5)
+    # With unit-norm maps, SENSE combination of S·x recovers |x| exactly.
+    maps = images / rss.clamp_min(1e-12)
+    obj = torch.rand(32, 32)
+    combined = transforms.sense_combine(maps * obj, maps).abs()
+    support = rss > 1e-6
+    torch.testing.assert_close(combined[support], obj[support], atol=1e-5, rtol=1e-4)
+
+
+def test_espirit_maps_recover_birdcage_sensitivities_up_to_phase():
+    images = simulated_coil_images(8, 48)
+    maps = transforms.espirit_maps(fft2c(images), calib_width=16)
+    assert maps.shape == (8, 48, 48) and maps.dtype == torch.complex64
+    combined = transforms.sense_combine(images, maps).abs()
+    reference = transforms.rss(images)
+    inside = reference > 0.2 * reference.max()
+    ratio = combined[inside] / reference[inside]
+    assert float(ratio.mean()) == pytest.approx(1.0, abs=0.05)

@@ -207,3 +207,66 @@ def _figure_title(result: PosteriorSamples) -> str:
         mean = result.stack.mean()
         text += f" — PSNR {stats.psnr(mean, reference):.2f} dB, SSIM {stats.ssim(mean, reference):.3f}"
     return text
+
+
+def has_display() -> bool:
+    """Whether a GUI can open: macOS/Windows, or an X11/Wayland display on Linux."""
+    import sys
+
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def demo_weights(task: str, requested: str | None) -> str:
+    """The weights the demo uses: the requested ones, the bundled ones, else random (with a note)."""
+    from napari_rcgan.weights import bundled_weights
+
+    if requested:
+        return requested
+    if DEFAULT_WEIGHTS[task] in bundled_weights():
+        return DEFAULT_WEIGHTS[task]
+    print(f"note: no bundled '{DEFAULT_WEIGHTS[task]}' weights installed; using random:{task}")
+    return f"random:{task}"
+
+
+def run_headless_demo(args: argparse.Namespace) -> list[Path]:
+    """Sample the bundled brain and face examples and write their figures to ``args.out``."""
+    from napari_rcgan._sample_data import sample_data_dir
+
+    folder = sample_data_dir()
+    brains = sorted(folder.glob("brain*.h5"))
+    faces = sorted(folder.glob("face*.png"))
+    if not brains and not faces:
+        raise InputFileError(f"{folder}: no sample data found (brain*.h5, face*.png)")
+    out = Path(args.out)
+    written = []
+    jobs = [(path, "mri") for path in brains[:1]] + [(path, "inpainting") for path in faces[:1]]
+    for path, task in jobs:
+        sampler = PosteriorSampler(demo_weights(task, args.weights if task == "mri" else None),
+                                   device=args.device)
+        spec = MeasurementSpec(slice=0, R=args.R)
+        result = sampler.sample(measure_file(sampler, path, spec), args.P)
+        suffix = f"_R{args.R:g}" if task == "mri" else ""
+        write_result_h5(out / f"{path.stem}{suffix}_P{args.P}.h5", result_datasets(result),
+                        result_attrs(result))
+        figure = write_figure(result, out / f"{path.stem}{suffix}_P{args.P}.png",
+                              title=_figure_title(result))
+        print(f"wrote {figure} ({result.timings['total_s']:.1f} s)")
+        written.append(figure)
+    return written
+
+
+def run_demo_command(args: argparse.Namespace) -> None:
+    """``napari-rcgan demo``: napari with the sample and the widget, or the headless pipeline."""
+    if not args.headless and has_display():
+        try:
+            from napari_rcgan._demo import launch_demo
+        except ImportError as error:
+            print(f"napari cannot start here ({error}); running the headless demo instead")
+        else:
+            launch_demo(weights=args.weights)
+            return
+    else:
+        print("no display: running the headless demo")
+    run_headless_demo(args)

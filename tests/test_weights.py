@@ -1,0 +1,94 @@
+"""Weights format: safetensors + JSON metadata, loading, mismatch and corruption errors."""
+
+import json
+
+import pytest
+import torch
+
+from napari_rcgan.cli import main
+from napari_rcgan.errors import WeightsError
+from napari_rcgan.weights import (
+    WeightsMetadata,
+    build_generator,
+    load_weights,
+    random_weights,
+    read_metadata,
+    save_weights,
+)
+
+
+def tiny_metadata(**overrides) -> WeightsMetadata:
+    values = dict(task="mri", image_size=[32, 32], channels=8, base_width=4, num_pool_layers=2,
+                  masks=["gro"], acceleration=[2.0, 8.0], beta_sd=0.3, notes="test")
+    values.update(overrides)
+    return WeightsMetadata(**values)
+
+
+def test_save_load_round_trip_keeps_tensors_and_metadata(tmp_path):
+    metadata = tiny_metadata(metrics={"R": {"4": {"psnr": {"8": 30.0}}}})
+    generator = build_generator(metadata)
+    path = save_weights(tmp_path / "w.safetensors", generator.state_dict(), metadata)
+    loaded = load_weights(path)
+    assert loaded.metadata == metadata
+    for key, value in generator.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict[key], value)
+    assert read_metadata(path).metrics["R"]["4"]["psnr"]["8"] == 30.0
+    rebuilt = loaded.build_generator()
+    assert not rebuilt.training
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file is left behind"
+
+
+def test_info_prints_metadata(tmp_path, capsys):
+    metadata = tiny_metadata()
+    path = save_weights(tmp_path / "w.safetensors", build_generator(metadata).state_dict(), metadata)
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "task: mri" in out and "coils: 8" in out and "base width 4" in out
+    payload = json.loads(out.split("metadata: ", 1)[1])
+    assert payload["beta_sd"] == 0.3
+
+
+def test_random_weights_are_deterministic():
+    first, second = random_weights("mri"), random_weights("mri")
+    for key in first.state_dict:
+        torch.testing.assert_close(first.state_dict[key], second.state_dict[key])
+    assert random_weights("inpainting").metadata.in_channels == 3 + 1 + 2
+    with pytest.raises(WeightsError, match="random:mri or random:inpainting"):
+        random_weights("ct")
+
+
+def test_missing_and_corrupted_weights(tmp_path):
+    with pytest.raises(WeightsError, match="no such weights file"):
+        load_weights(tmp_path / "absent.safetensors")
+    corrupted = tmp_path / "corrupt.safetensors"
+    corrupted.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(WeightsError, match="corrupt.safetensors"):
+        load_weights(corrupted)
+    truncated = tmp_path / "truncated.safetensors"
+    metadata = tiny_metadata()
+    save_weights(truncated, build_generator(metadata).state_dict(), metadata)
+    truncated.write_bytes(truncated.read_bytes()[:-1000])
+    with pytest.raises(WeightsError, match="truncated.safetensors"):
+        load_weights(truncated)
+
+
+def test_tensors_that_do_not_fit_the_metadata_are_refused(tmp_path):
+    metadata = tiny_metadata()
+    state = build_generator(metadata).state_dict()
+    wrong = tiny_metadata(base_width=8)
+    path = save_weights(tmp_path / "w.safetensors", state, wrong)
+    with pytest.raises(WeightsError, match="do not fit the architecture"):
+        load_weights(path).build_generator()
+
+
+def test_unknown_task_and_newer_format_are_refused(tmp_path):
+    metadata = tiny_metadata()
+    path = save_weights(tmp_path / "w.safetensors", build_generator(metadata).state_dict(), metadata)
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    for bad, message in (({"task": "ct"}, "unknown task"), ({"format_version": 99}, "newer")):
+        values = json.loads(metadata.to_json()) | bad
+        save_file(tensors, str(path), metadata={"rcgan": json.dumps(values)})
+        with pytest.raises(WeightsError, match=message):
+            load_weights(path)

@@ -1,0 +1,869 @@
+"""Simulated k-space from real anatomy, written in the fastMRI multicoil brain layout.
+
+Real brain anatomy (Colin27 from the Debian package ``mricron-data``, or the ICBM152 2009a
+template bundled with nilearn) is sliced axially, resampled to fill most of the field of view,
+multiplied by a smooth background phase and by birdcage coil sensitivities
+(:func:`sigpy.mri.birdcage_maps`), Fourier transformed with 2× readout oversampling, and
+corrupted by coil-correlated complex Gaussian noise. The result is stored like a raw fastMRI brain
+file (``kspace`` ``(slices, coils, 768, 396)`` complex64, ``reconstruction_rss``
+``(slices, 384, 384)`` float32, ``ismrmrd_header``, attributes) or, with ``compact``, like the
+preprocessed data of the paper (Section 4.2: 384×384, 8 SVD virtual coils). Every file is labelled
+"simulated k-space from real anatomy".
+
+Both anatomies are put on one 1-mm MNI-space grid (the Colin27 grid, 181×217×181, RAS), so an
+axial index means the same height in the brain whatever the source; the train/val/test split of
+:func:`main` is made by slabs of such indices, with gaps between splits.
+
+Command line::
+
+    python -m training.simulate --out DIR [--source colin27|mni152|both] [--contrast t1|t2]
+        [--coils 16] [--slices-per-volume 8] [--volumes-per-split train=6,val=1,test=1]
+        [--augment-copies 2] [--seed 0] [--compact] [--image-size 384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import h5py
+import nibabel as nib
+import numpy as np
+import sigpy.mri
+import torch
+from scipy import ndimage
+
+from napari_rcgan.errors import ParameterError
+from napari_rcgan.physics.fft import fft2c
+from napari_rcgan.physics.transforms import coil_compress, kspace_to_cropped_image, rss
+
+COLIN27_PATH = Path("/usr/share/mricron/templates/ch2.nii.gz")
+"""Colin27 T1 (181×217×181, 1 mm) as installed by the Debian package ``mricron-data``."""
+
+PROVENANCE = "simulated k-space from real anatomy"
+ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
+SOURCES = ("colin27", "mni152")
+CONTRASTS = ("t1", "t2")
+MIN_COILS = 8
+COMPACT_COILS = 8
+DEFAULT_NOISE_LEVEL = 0.005
+"""Per-coil noise standard deviation, as a fraction of the largest image magnitude."""
+
+GRID_SHAPE = (181, 217, 181)
+"""Common 1-mm RAS grid of every anatomy (the Colin27 grid in MNI space), (X, Y, Z) voxels."""
+GRID_AFFINE = np.array(
+    [[1.0, 0.0, 0.0, -90.0], [0.0, 1.0, 0.0, -125.0], [0.0, 0.0, 1.0, -71.0], [0.0, 0.0, 0.0, 1.0]]
+)
+BRAIN_SLICES = (38, 129)
+"""Inclusive axial index range on :data:`GRID_SHAPE` (z = −33 … +58 mm) where the MNI152 brain
+mask covers at least half of its largest axial cross-section: the "central part of the brain"."""
+
+_FOV_FILL = 0.85  # fraction of the reconstructed field of view spanned by the anatomy's extent
+_CROP_MARGIN = 4  # voxels kept around the in-plane bounding box of the anatomy
+_COIL_GRID = 160  # points per side of the grid on which birdcage maps are evaluated
+_COIL_GRID_EXTENT = 1.5  # half-width of that grid, in units of half the reconstructed FOV
+
+
+# --------------------------------------------------------------------------------------------
+# Anatomy
+
+
+def load_anatomy(source: str = "colin27", contrast: str = "t1") -> np.ndarray:
+    """Load a real brain volume on the common 1-mm grid.
+
+    Args:
+        source: ``"colin27"`` (Debian ``mricron-data``, whole head with skull and scalp) or
+            ``"mni152"`` (ICBM152 2009a bundled with nilearn, skull-stripped brain).
+        contrast: ``"t1"`` (the template as is) or ``"t2"`` (T2-like, CSF > GM > WM: for
+            mni152 built from its grey/white-matter maps plus CSF = brain mask − GM − WM; for
+            colin27 the T1 intensities inverted inside the head).
+
+    Returns:
+        float32 ``(X, Y, Z) = (181, 217, 181)`` volume in RAS orientation, 1-mm voxels (see
+        :data:`GRID_AFFINE`), scaled to ``[0, 1]``, exactly 0 outside the head/brain.
+
+    Raises:
+        FileNotFoundError: the Colin27 file is not installed.
+        ParameterError: unknown source or contrast.
+    """
+    if source not in SOURCES:
+        raise ParameterError(f"unknown anatomy source {source!r}: expected one of {SOURCES}")
+    if contrast not in CONTRASTS:
+        raise ParameterError(f"unknown contrast {contrast!r}: expected one of {CONTRASTS}")
+    return _cached_anatomy(source, contrast).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_anatomy(source: str, contrast: str) -> np.ndarray:
+    volume = _load_colin27(contrast) if source == "colin27" else _load_mni152(contrast)
+    volume.setflags(write=False)
+    return volume
+
+
+def _load_colin27(contrast: str) -> np.ndarray:
+    if not COLIN27_PATH.is_file():
+        raise FileNotFoundError(
+            f"Colin27 template not found at {COLIN27_PATH}: install it with "
+            "`apt-get install mricron-data`, or use source='mni152'"
+        )
+    t1 = _normalise(_on_common_grid(nib.load(COLIN27_PATH)))
+    head = ndimage.gaussian_filter(_head_mask(t1).astype(np.float32), 1.0)  # soft edge
+    return _normalise(head * (t1 if contrast == "t1" else 1.0 - t1))
+
+
+def _load_mni152(contrast: str) -> np.ndarray:
+    from nilearn import datasets  # optional dependency (train extra); bundled files only
+
+    template = datasets.load_mni152_template(resolution=1)
+    if contrast == "t1":
+        return _normalise(_on_common_grid(template))
+    grey = np.asarray(datasets.load_mni152_gm_template(resolution=1).dataobj, dtype=np.float32)
+    white = np.asarray(datasets.load_mni152_wm_template(resolution=1).dataobj, dtype=np.float32)
+    brain = np.asarray(datasets.load_mni152_brain_mask(resolution=1).dataobj) > 0
+    grey, white = np.clip(grey, 0.0, 1.0), np.clip(white, 0.0, 1.0)
+    csf = np.where(brain, np.clip(1.0 - grey - white, 0.0, 1.0), 0.0)
+    t2 = 1.0 * csf + 0.6 * grey + 0.35 * white
+    return _normalise(_on_common_grid(nib.Nifti1Image(t2.astype(np.float32), template.affine)))
+
+
+def _on_common_grid(image: nib.Nifti1Image) -> np.ndarray:
+    """Resample a NIfTI image to :data:`GRID_SHAPE` / :data:`GRID_AFFINE` (zero outside).
+
+    Same-orientation 1-mm grids that differ by whole voxels (the bundled templates) are cut out
+    exactly; anything else is interpolated linearly.
+    """
+    data = np.asarray(image.dataobj, dtype=np.float32)
+    voxel_map = np.linalg.inv(image.affine) @ GRID_AFFINE  # common-grid voxel → source voxel
+    offsets = np.round(voxel_map[:3, 3]).astype(int)
+    if np.allclose(voxel_map[:3, :3], np.eye(3)) and np.allclose(voxel_map[:3, 3], offsets):
+        out = np.zeros(GRID_SHAPE, dtype=np.float32)
+        src = tuple(
+            slice(max(o, 0), min(o + n, s))
+            for o, n, s in zip(offsets, GRID_SHAPE, data.shape, strict=True)
+        )
+        dst = tuple(slice(s.start - o, s.stop - o) for s, o in zip(src, offsets, strict=True))
+        out[dst] = data[src]
+        return out
+    return ndimage.affine_transform(
+        data, voxel_map[:3, :3], offset=voxel_map[:3, 3], output_shape=GRID_SHAPE, order=1
+    ).astype(np.float32)
+
+
+def _normalise(volume: np.ndarray) -> np.ndarray:
+    """Scale to ``[0, 1]`` by the 99.9th percentile of the non-zero voxels (clipped above)."""
+    top = float(np.percentile(volume[volume > 0], 99.9))
+    return np.clip(volume / top, 0.0, 1.0).astype(np.float32)
+
+
+def _head_mask(t1: np.ndarray, threshold: float = 0.1) -> np.ndarray:
+    """Boolean head mask of a ``[0, 1]`` T1 volume: largest component, holes filled per slice."""
+    labels, _ = ndimage.label(t1 > threshold)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0  # background
+    mask = labels == int(np.argmax(sizes))
+    for z in range(mask.shape[2]):
+        mask[:, :, z] = ndimage.binary_fill_holes(mask[:, :, z])
+    return mask
+
+
+def axial_slices(volume: np.ndarray, indices: Sequence[int]) -> np.ndarray:
+    """Axial slices of a RAS ``(X, Y, Z)`` volume, displayed radiologically with the nose up.
+
+    Row 0 is the most anterior row and column 0 the patient's right. All slices are cropped to
+    the same in-plane bounding box (plus a small margin) of the non-zero voxels of the whole
+    volume, so the pixel size and position stay consistent along the volume.
+
+    Args:
+        volume: ``(X, Y, Z)`` array, RAS orientation (as returned by :func:`load_anatomy`).
+        indices: axial indices ``k`` into the last axis.
+
+    Returns:
+        float32 ``(S, H, W)`` with ``H`` along anterior→posterior and ``W`` right→left.
+
+    Raises:
+        ParameterError: not a 3-D volume, empty volume, or an index out of range.
+    """
+    if volume.ndim != 3:
+        raise ParameterError(f"expected a 3-D (X, Y, Z) volume, got shape {volume.shape}")
+    bad = [k for k in indices if not 0 <= k < volume.shape[2]]
+    if bad or len(indices) == 0:
+        raise ParameterError(
+            f"axial slice indices must be a non-empty list in [0, {volume.shape[2]}), got {bad}"
+        )
+    footprint = np.abs(volume).max(axis=2) > 0
+    if not footprint.any():
+        raise ParameterError("the volume is empty (all zeros): no anatomy to slice")
+    xs, ys = np.nonzero(footprint)
+    x0, x1 = max(xs.min() - _CROP_MARGIN, 0), min(xs.max() + 1 + _CROP_MARGIN, volume.shape[0])
+    y0, y1 = max(ys.min() - _CROP_MARGIN, 0), min(ys.max() + 1 + _CROP_MARGIN, volume.shape[1])
+    crop = volume[x0:x1, y0:y1, :]
+    slices = [crop[:, :, k].T[::-1, ::-1] for k in indices]
+    return np.ascontiguousarray(np.stack(slices), dtype=np.float32)
+
+
+def augment(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    max_rotation_deg: float = 10.0,
+    elastic_amplitude: float = 3.0,
+    elastic_smoothness: float = 12.0,
+    gamma_range: tuple[float, float] = (0.7, 1.4),
+) -> np.ndarray:
+    """Random anatomy augmentation of one slice: rotation, elastic warp, intensity gamma.
+
+    Args:
+        image: ``(H, W)`` slice with values in ``[0, 1]``.
+        rng: source of randomness (the result is a function of its state).
+        max_rotation_deg: rotation angle drawn uniformly in ``±max_rotation_deg`` degrees.
+        elastic_amplitude: largest displacement of the elastic warp, pixels.
+        elastic_smoothness: Gaussian smoothing (σ, pixels) of the random displacement field.
+        gamma_range: the intensity remap is ``image ** γ`` with ``log γ`` uniform in this range.
+
+    Returns:
+        float32 ``(H, W)`` in ``[0, 1]``, zero where the warp samples outside the input.
+    """
+    if image.ndim != 2:
+        raise ParameterError(f"augment expects one (H, W) slice, got shape {image.shape}")
+    height, width = image.shape
+    angle = np.deg2rad(rng.uniform(-max_rotation_deg, max_rotation_deg))
+    displacement = []
+    for _ in range(2):
+        field = ndimage.gaussian_filter(rng.standard_normal((height, width)), elastic_smoothness)
+        displacement.append(field * (elastic_amplitude / max(np.abs(field).max(), 1e-12)))
+    rows, cols = np.meshgrid(
+        np.arange(height) - (height - 1) / 2, np.arange(width) - (width - 1) / 2, indexing="ij"
+    )
+    cos, sin = np.cos(angle), np.sin(angle)
+    coords = np.stack(
+        [
+            cos * rows - sin * cols + (height - 1) / 2 + displacement[0],
+            sin * rows + cos * cols + (width - 1) / 2 + displacement[1],
+        ]
+    )
+    warped = ndimage.map_coordinates(image.astype(np.float64), coords, order=3, cval=0.0)
+    gamma = np.exp(rng.uniform(np.log(gamma_range[0]), np.log(gamma_range[1])))
+    return (np.clip(warped, 0.0, 1.0) ** gamma).astype(np.float32)
+
+
+_augment_slice = augment  # alias for simulate_volume_file, whose `augment` flag shadows the name
+
+
+# --------------------------------------------------------------------------------------------
+# Acquisition physics
+
+
+def simulate_kspace(
+    image: np.ndarray,
+    coils: int = 16,
+    kspace_shape: tuple[int, int] = (768, 396),
+    image_size: int = 384,
+    noise_level: float = DEFAULT_NOISE_LEVEL,
+    *,
+    rng: np.random.Generator,
+    coil_maps: np.ndarray | None = None,
+    noise_mixing: np.ndarray | None = None,
+) -> np.ndarray:
+    """Fully sampled multicoil k-space of one real-valued slice.
+
+    The slice is resampled (isotropically) so that its larger side spans 85 % of an
+    ``image_size × image_size`` field of view and embedded in the centre of a ``kspace_shape``
+    image grid: rows are the readout (2× oversampled for 768 rows and ``image_size`` 384, so the
+    object lies in the central ``image_size`` rows), columns the phase encodes (≥ ``image_size``).
+    It is multiplied by a smooth random background phase and by birdcage coil maps, transformed
+    with :func:`napari_rcgan.physics.fft.fft2c`, and complex Gaussian noise with covariance
+    ``σ² A Aᴴ`` across coils is added (``σ = noise_level · max|image|``, ``A`` a random mixing
+    matrix close to the identity with ``trace(A Aᴴ) = coils``).
+
+    Args:
+        image: real ``(h, w)`` slice, e.g. from :func:`axial_slices`.
+        coils: number of receive coils, at least :data:`MIN_COILS`.
+        kspace_shape: ``(H, W)`` k-space matrix (readout, phase encode), both ≥ ``image_size``.
+        image_size: side of the reconstructed (cropped) field of view, pixels.
+        noise_level: per-coil noise standard deviation relative to the peak image magnitude.
+        rng: source of randomness; the same state gives the same k-space.
+        coil_maps: complex ``(coils, H, W)`` sensitivities to use instead of drawing new ones
+            (e.g. shared by the slices of one volume); see :func:`birdcage_coil_maps`.
+        noise_mixing: complex ``(coils, coils)`` noise mixing matrix ``A`` to use instead of a
+            new one; see :func:`noise_mixing_matrix`.
+
+    Returns:
+        complex64 ``(coils, H, W)`` k-space, DC at ``(H // 2, W // 2)``.
+
+    Raises:
+        ParameterError: fewer than :data:`MIN_COILS` coils, a grid smaller than the field of
+            view, a non-2-D or non-finite image, or maps/mixing of the wrong shape.
+    """
+    height, width = _check_geometry(coils, kspace_shape, image_size)
+    if image.ndim != 2 or not np.all(np.isfinite(image)):
+        raise ParameterError(f"expected a finite 2-D (h, w) slice, got shape {image.shape}")
+    if coil_maps is None:
+        coil_maps = birdcage_coil_maps(coils, kspace_shape, image_size, rng)
+    if noise_mixing is None:
+        noise_mixing = noise_mixing_matrix(coils, rng)
+    if coil_maps.shape != (coils, height, width) or noise_mixing.shape != (coils, coils):
+        raise ParameterError(
+            f"coil maps {coil_maps.shape} / noise mixing {noise_mixing.shape} do not match "
+            f"{coils} coils on a {height}x{width} grid"
+        )
+
+    scale = _fov_scale(image.shape, image_size)
+    resized = np.clip(ndimage.zoom(image.astype(np.float64), scale, order=3), 0.0, None)
+    obj = np.zeros((height, width), dtype=np.complex64)
+    top, left = (height - resized.shape[0]) // 2, (width - resized.shape[1]) // 2
+    obj[top : top + resized.shape[0], left : left + resized.shape[1]] = resized
+    obj *= np.exp(1j * _smooth_phase((height, width), image_size, rng)).astype(np.complex64)
+
+    kspace = fft2c(torch.from_numpy(coil_maps.astype(np.complex64, copy=False) * obj)).numpy()
+    white = np.empty((coils, height * width), dtype=np.complex64)
+    rng.standard_normal(out=white.view(np.float32), dtype=np.float32)  # re, im ~ N(0, 1)
+    sigma = noise_level * float(np.abs(obj).max())
+    white *= np.float32(sigma / np.sqrt(2))
+    kspace += (noise_mixing.astype(np.complex64, copy=False) @ white).reshape(coils, height, width)
+    return kspace
+
+
+def _check_geometry(coils: int, kspace_shape: tuple[int, int], image_size: int) -> tuple[int, int]:
+    """Validate the acquisition geometry; return ``kspace_shape`` as ints."""
+    if coils < MIN_COILS:
+        raise ParameterError(
+            f"coils must be at least {MIN_COILS} (the compact layout keeps {COMPACT_COILS} "
+            f"virtual coils), got {coils}"
+        )
+    height, width = (int(n) for n in kspace_shape)
+    if image_size < 16 or height < image_size or width < image_size:
+        raise ParameterError(
+            f"k-space shape {height}x{width} must be at least image_size x image_size "
+            f"({image_size}x{image_size}, image_size >= 16)"
+        )
+    return height, width
+
+
+def _fov_scale(shape: tuple[int, ...], image_size: int) -> float:
+    """Zoom factor that makes the larger side of an ``(h, w)`` slice span 85 % of the FOV."""
+    return round(_FOV_FILL * image_size) / max(shape)
+
+
+def _smooth_phase(shape: tuple[int, int], image_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Random quadratic background phase (radians) on an ``(H, W)`` grid.
+
+    Coordinates are in units of half the reconstructed FOV; the constant term is uniform in
+    ``[−π, π)``, the linear and quadratic coefficients are N(0, 0.5²) radians.
+    """
+    rows, cols = _grid_coordinates(shape, image_size)
+    constant = rng.uniform(-np.pi, np.pi)
+    c = rng.normal(0.0, 0.5, size=5)
+    return (
+        constant + c[0] * rows + c[1] * cols + c[2] * rows**2 + c[3] * rows * cols + c[4] * cols**2
+    )
+
+
+def _grid_coordinates(shape: tuple[int, int], image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel centres of an ``(H, W)`` grid in units of half the FOV, 0 at ``(H // 2, W // 2)``."""
+    half = image_size / 2
+    rows = (np.arange(shape[0]) - shape[0] // 2) / half
+    cols = (np.arange(shape[1]) - shape[1] // 2) / half
+    return rows[:, None], cols[None, :]
+
+
+def birdcage_coil_maps(
+    coils: int, kspace_shape: tuple[int, int], image_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Birdcage coil sensitivities with a random radius, rotation and placement.
+
+    :func:`sigpy.mri.birdcage_maps` is evaluated on a square grid covering ±1.5 half-FOVs, with
+    the coil ring radius drawn uniformly in 1.15–1.45 half-FOVs (just outside the anatomy, which
+    spans at most 0.85), then rotated by a uniform random angle, shifted by N(0, 0.05²)
+    half-FOVs and interpolated onto the image grid (nearest edge value beyond the grid, where the
+    object is zero). The maps are normalised to unit root-sum-of-squares.
+
+    Returns:
+        complex64 ``(coils, H, W)`` for ``(H, W) = kspace_shape``.
+    """
+    height, width = _check_geometry(coils, kspace_shape, image_size)
+    radius = rng.uniform(1.15, 1.45)
+    angle = rng.uniform(0.0, 2.0 * np.pi)
+    shift = rng.normal(0.0, 0.05, size=2)
+    base = sigpy.mri.birdcage_maps(
+        (coils, _COIL_GRID, _COIL_GRID), r=radius / _COIL_GRID_EXTENT, dtype=np.complex64
+    )
+    rows, cols = _grid_coordinates((height, width), image_size)
+    rows, cols = np.broadcast_arrays(rows - shift[0], cols - shift[1])
+    cos, sin = np.cos(angle), np.sin(angle)
+    # Position of every image pixel in the rotated coil frame, as grid_sample's (x, y) ∈ [-1, 1]
+    # (x indexes the birdcage grid's columns, y its rows; sigpy's grid spans [-1, 1) · extent).
+    index_per_unit = (_COIL_GRID / 2) / _COIL_GRID_EXTENT
+    row_index = (cos * rows + sin * cols) * index_per_unit + _COIL_GRID / 2
+    col_index = (-sin * rows + cos * cols) * index_per_unit + _COIL_GRID / 2
+    grid = np.stack([col_index, row_index], axis=-1) * (2 / (_COIL_GRID - 1)) - 1
+    planes = torch.from_numpy(np.concatenate([base.real, base.imag]))[None]
+    sampled = torch.nn.functional.grid_sample(
+        planes,
+        torch.from_numpy(grid.astype(np.float32))[None],
+        mode="bilinear",
+        padding_mode="border",
+        align_corners=True,
+    )[0].numpy()
+    maps = (sampled[:coils] + 1j * sampled[coils:]).astype(np.complex64)
+    return maps / np.sqrt((np.abs(maps) ** 2).sum(axis=0, keepdims=True))
+
+
+def noise_mixing_matrix(coils: int, rng: np.random.Generator, spread: float = 0.15) -> np.ndarray:
+    """Random complex noise mixing matrix ``A = I + spread·G/√coils`` (``G`` standard complex
+    normal), scaled so that ``trace(A Aᴴ) = coils``; the noise covariance is ``σ² A Aᴴ``.
+
+    Returns:
+        complex64 ``(coils, coils)``.
+    """
+    mix = rng.standard_normal((2, coils, coils))
+    matrix = np.eye(coils) + spread * (mix[0] + 1j * mix[1]) / np.sqrt(2 * coils)
+    matrix *= np.sqrt(coils / np.real(np.trace(matrix @ matrix.conj().T)))
+    return matrix.astype(np.complex64)
+
+
+def rss_reconstruction(kspace: np.ndarray, image_size: int = 384) -> np.ndarray:
+    """fastMRI ``reconstruction_rss``: RSS of the centre ``image_size²`` crop of ``ifft2c(kspace)``.
+
+    Args:
+        kspace: complex ``(S, C, H, W)``.
+
+    Returns:
+        float32 ``(S, image_size, image_size)``.
+    """
+    images = kspace_to_cropped_image(torch.from_numpy(kspace), (image_size, image_size))
+    return rss(images).numpy().astype(np.float32)
+
+
+def _compact(kspace: np.ndarray, image_size: int) -> np.ndarray:
+    """Raw ``(C, H, W)`` k-space → compact ``(8, image_size, image_size)``: image-domain crop,
+    SVD coil compression to :data:`COMPACT_COILS` virtual coils, back to k-space (complex64)."""
+    images = kspace_to_cropped_image(torch.from_numpy(kspace), (image_size, image_size))
+    return fft2c(coil_compress(images, COMPACT_COILS)).numpy().astype(np.complex64)
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _ismrmrd_header(
+    encoded_shape: tuple[int, int],
+    recon_shape: tuple[int, int],
+    coils: int,
+    fov_mm: float,
+    slice_thickness_mm: float,
+    protocol: str,
+) -> str:
+    """Small ISMRMRD XML header (readout = x = rows, phase encode = y = columns)."""
+    ET.register_namespace("", ISMRMRD_NAMESPACE)
+
+    def sub(parent: ET.Element, tag: str, text: object | None = None) -> ET.Element:
+        element = ET.SubElement(parent, f"{{{ISMRMRD_NAMESPACE}}}{tag}")
+        if text is not None:
+            element.text = str(text)
+        return element
+
+    def space(parent: ET.Element, tag: str, shape: tuple[int, int]) -> None:
+        node = sub(parent, tag)
+        matrix = sub(node, "matrixSize")
+        for axis, size in zip("xyz", (*shape, 1), strict=True):
+            sub(matrix, axis, size)
+        fov = sub(node, "fieldOfView_mm")
+        pixel_mm = fov_mm / recon_shape[0]
+        for axis, size in zip(
+            "xyz", (shape[0] * pixel_mm, shape[1] * pixel_mm, slice_thickness_mm), strict=True
+        ):
+            sub(fov, axis, f"{size:.4f}")
+
+    root = ET.Element(f"{{{ISMRMRD_NAMESPACE}}}ismrmrdHeader")
+    measurement = sub(root, "measurementInformation")
+    sub(measurement, "patientPosition", "HFS")
+    sub(measurement, "protocolName", f"{protocol} ({PROVENANCE})")
+    sub(sub(root, "acquisitionSystemInformation"), "receiverChannels", coils)
+    sub(sub(root, "experimentalConditions"), "H1resonanceFrequency_Hz", 127_740_000)
+    encoding = sub(root, "encoding")
+    space(encoding, "encodedSpace", encoded_shape)
+    space(encoding, "reconSpace", recon_shape)
+    limits = sub(encoding, "encodingLimits")
+    for tag, size in (("kspace_encoding_step_1", encoded_shape[1]), ("kspace_encoding_step_2", 1)):
+        node = sub(limits, tag)
+        sub(node, "minimum", 0)
+        sub(node, "maximum", size - 1)
+        sub(node, "center", size // 2)
+    sub(encoding, "trajectory", "cartesian")
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+def write_fastmri_file(
+    path: str | os.PathLike[str],
+    kspace: np.ndarray,
+    reconstruction_rss: np.ndarray,
+    acquisition: str = "AXT2",
+    *,
+    source: str,
+    contrast: str,
+    patient_id: str,
+    fov_mm: float = 220.0,
+    slice_thickness_mm: float = 1.0,
+    **extra_attrs: Any,
+) -> Path:
+    """Write one volume in the fastMRI multicoil layout, atomically.
+
+    Datasets: ``kspace`` complex64 ``(S, C, H, W)``; ``reconstruction_rss`` float32
+    ``(S, h, w)``; ``ismrmrd_header`` (ISMRMRD XML string; encodedSpace ``H × W``, reconSpace
+    ``h × w``, cartesian). Attributes: ``acquisition``, ``max`` and ``norm`` (max and L2 norm of
+    ``reconstruction_rss``), ``patient_id``, ``provenance`` = "simulated k-space from real anatomy
+    (<source>, <contrast>)", plus ``extra_attrs`` (str, numbers, bools or lists of numbers).
+
+    Args:
+        path: destination ``.h5``; written to a temporary file in the same folder, then renamed.
+        kspace: complex ``(S, C, H, W)`` fully sampled k-space.
+        reconstruction_rss: ``(S, h, w)`` RSS reference, ``h ≤ H``, ``w ≤ W``.
+        acquisition: fastMRI acquisition label (``AXT2``, ``AXT1``, ...).
+        source, contrast: where the anatomy came from, for the provenance label.
+        patient_id: identifier stored in the ``patient_id`` attribute.
+        fov_mm: side of the reconstructed field of view ``h``, millimetres.
+        slice_thickness_mm: slice thickness, millimetres.
+
+    Returns:
+        the written path.
+
+    Raises:
+        ParameterError: shapes or dtypes that do not form a fastMRI volume.
+    """
+    if kspace.ndim != 4 or not np.iscomplexobj(kspace):
+        raise ParameterError(
+            f"kspace must be complex (slices, coils, H, W), got {kspace.dtype} {kspace.shape}"
+        )
+    slices, coils, height, width = kspace.shape
+    if (
+        reconstruction_rss.ndim != 3
+        or reconstruction_rss.shape[0] != slices
+        or reconstruction_rss.shape[1] > height
+        or reconstruction_rss.shape[2] > width
+    ):
+        raise ParameterError(
+            f"reconstruction_rss must be ({slices}, h<={height}, w<={width}) to match kspace "
+            f"{kspace.shape}, got {reconstruction_rss.shape}"
+        )
+    recon_shape = (int(reconstruction_rss.shape[1]), int(reconstruction_rss.shape[2]))
+    header = _ismrmrd_header(
+        (height, width), recon_shape, coils, fov_mm, slice_thickness_mm, acquisition
+    )
+    target = Path(path)
+    with _atomic_target(target) as tmp, h5py.File(tmp, "w") as handle:
+        handle.create_dataset("kspace", data=kspace.astype(np.complex64, copy=False))
+        handle.create_dataset(
+            "reconstruction_rss", data=reconstruction_rss.astype(np.float32, copy=False)
+        )
+        handle.create_dataset("ismrmrd_header", data=header, dtype=h5py.string_dtype())
+        handle.attrs["acquisition"] = acquisition
+        handle.attrs["max"] = float(reconstruction_rss.max())
+        handle.attrs["norm"] = float(np.linalg.norm(reconstruction_rss.astype(np.float64)))
+        handle.attrs["patient_id"] = patient_id
+        handle.attrs["provenance"] = f"{PROVENANCE} ({source}, {contrast})"
+        for key, value in extra_attrs.items():
+            handle.attrs[key] = value
+    return target
+
+
+def simulate_volume_file(
+    path: str | os.PathLike[str],
+    source: str = "colin27",
+    contrast: str = "t2",
+    slice_indices: Sequence[int] | None = None,
+    coils: int = 16,
+    kspace_shape: tuple[int, int] = (768, 396),
+    image_size: int = 384,
+    seed: int | Sequence[int] = 0,
+    augment: bool = False,
+    compact: bool = False,
+    *,
+    noise_level: float = DEFAULT_NOISE_LEVEL,
+) -> Path:
+    """Simulate one volume (a slab of axial slices) and write it as a fastMRI file.
+
+    All slices of the volume share one coil array and one noise covariance; each slice gets its
+    own background phase, noise and (with ``augment``) augmentation.
+
+    Args:
+        path: destination ``.h5``.
+        source, contrast: see :func:`load_anatomy`.
+        slice_indices: axial indices on the common grid; default the two central slices of
+            :data:`BRAIN_SLICES`.
+        coils, kspace_shape, image_size, noise_level: see :func:`simulate_kspace`.
+        seed: integer or sequence of integers seeding :func:`numpy.random.default_rng`; the file
+            content is a function of the arguments alone.
+        augment: apply :func:`augment` to every slice before the acquisition.
+        compact: write the compact layout (``image_size²`` k-space, :data:`COMPACT_COILS` SVD
+            virtual coils) instead of the raw one (``kspace_shape``, ``coils``).
+
+    Returns:
+        the written path. ``reconstruction_rss`` is always the RSS of the centre
+        ``image_size²`` crop of ``ifft2c`` of the stored k-space.
+    """
+    height, width = _check_geometry(coils, kspace_shape, image_size)
+    if slice_indices is None:
+        middle = (BRAIN_SLICES[0] + BRAIN_SLICES[1]) // 2
+        slice_indices = [middle, middle + 1]
+    indices = [int(k) for k in slice_indices]
+    volume = load_anatomy(source, contrast)
+    slices = axial_slices(volume, indices)
+    rng = np.random.default_rng(seed)
+    maps = birdcage_coil_maps(coils, (height, width), image_size, rng)
+    mixing = noise_mixing_matrix(coils, rng)
+    kspace = []
+    for image in slices:
+        anatomy = _augment_slice(image, rng) if augment else image
+        raw = simulate_kspace(
+            anatomy,
+            coils,
+            (height, width),
+            image_size,
+            noise_level,
+            rng=rng,
+            coil_maps=maps,
+            noise_mixing=mixing,
+        )
+        kspace.append(_compact(raw, image_size) if compact else raw)
+    stacked = np.stack(kspace)
+    fov_mm = image_size / _fov_scale(slices.shape[1:], image_size)  # 1-mm anatomy voxels
+    seeds = [int(s) for s in np.atleast_1d(seed)]
+    return write_fastmri_file(
+        path,
+        stacked,
+        rss_reconstruction(stacked, image_size),
+        acquisition=_acquisition(contrast),
+        source=source,
+        contrast=contrast,
+        patient_id=f"sim-{source}-{contrast}-" + "-".join(map(str, seeds)),
+        fov_mm=fov_mm,
+        layout="compact" if compact else "raw",
+        slice_indices=np.asarray(indices, dtype=np.int64),
+        seed=np.asarray(seeds, dtype=np.int64),
+        augmented=bool(augment),
+        noise_level=float(noise_level),
+        simulated_coils=coils,
+    )
+
+
+def _acquisition(contrast: str) -> str:
+    return "AXT2" if contrast == "t2" else "AXT1"
+
+
+# --------------------------------------------------------------------------------------------
+# Data set
+
+
+SPLITS = ("train", "val", "test")
+
+
+def _plan_slabs(
+    counts: dict[str, int], slices_per_volume: int, gap: int
+) -> list[tuple[str, list[int]]]:
+    """Lay out contiguous slabs of axial indices inside :data:`BRAIN_SLICES`.
+
+    Splits are interleaved along the head (each split's slabs evenly spread over the ordering),
+    and ``gap`` unused slices separate neighbouring slabs of different splits, so no slice of one
+    split is adjacent to a slice of another.
+
+    Returns:
+        ``(split, indices)`` per slab, in increasing slice order.
+
+    Raises:
+        ParameterError: the slabs and gaps do not fit in the central part of the brain.
+    """
+    ranked = sorted(
+        ((i + 0.5) / counts[split], order, split)
+        for order, split in enumerate(SPLITS)
+        for i in range(counts[split])
+    )
+    labels = [split for _, _, split in ranked]
+    changes = sum(a != b for a, b in zip(labels, labels[1:], strict=False))
+    needed = len(labels) * slices_per_volume + changes * gap
+    available = BRAIN_SLICES[1] - BRAIN_SLICES[0] + 1
+    if needed > available:
+        raise ParameterError(
+            f"{len(labels)} volumes of {slices_per_volume} slices plus {changes} gaps of {gap} "
+            f"need {needed} axial slices, but the central brain has {available} "
+            f"(indices {BRAIN_SLICES[0]}-{BRAIN_SLICES[1]}): use fewer or thinner volumes"
+        )
+    z = BRAIN_SLICES[0] + (available - needed) // 2
+    plan: list[tuple[str, list[int]]] = []
+    for position, label in enumerate(labels):
+        if position and label != labels[position - 1]:
+            z += gap
+        plan.append((label, list(range(z, z + slices_per_volume))))
+        z += slices_per_volume
+    return plan
+
+
+def _split_counts(text: str) -> dict[str, int]:
+    """Parse ``train=6,val=1,test=1`` (missing splits get 0 volumes)."""
+    counts = dict.fromkeys(SPLITS, 0)
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in counts or not value.isdigit():
+            raise argparse.ArgumentTypeError(
+                f"expected split=count pairs such as train=6,val=1,test=1, got {item!r}"
+            )
+        counts[name] = int(value)
+    if counts["train"] < 1:
+        raise argparse.ArgumentTypeError("at least one training volume is needed (train=N, N>=1)")
+    return counts
+
+
+def _shape(text: str) -> tuple[int, int]:
+    """Parse ``768x396``."""
+    rows, sep, cols = text.lower().partition("x")
+    if not (sep and rows.isdigit() and cols.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a shape such as 768x396, got {text!r}")
+    return int(rows), int(cols)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.simulate",
+        description=(
+            f"Write a train/val/test set of fastMRI-layout brain files with {PROVENANCE}. "
+            "Slabs of contiguous axial slices from the central brain become volumes; splits are "
+            "disjoint by slice with gaps between them; only training slabs get augmented copies."
+        ),
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder")
+    parser.add_argument("--source", choices=(*SOURCES, "both"), default="colin27")
+    parser.add_argument("--contrast", choices=CONTRASTS, default="t2")
+    parser.add_argument("--coils", type=int, default=16, help=f"receive coils (>= {MIN_COILS})")
+    parser.add_argument("--slices-per-volume", type=int, default=8)
+    parser.add_argument(
+        "--volumes-per-split",
+        type=_split_counts,
+        default=_split_counts("train=6,val=1,test=1"),
+        help="slabs per split, e.g. train=6,val=1,test=1 (default)",
+    )
+    parser.add_argument(
+        "--augment-copies",
+        type=int,
+        default=2,
+        help="augmented copies (own seeds) of each training slab, besides the original",
+    )
+    parser.add_argument("--gap", type=int, default=3, help="slices left out between splits")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--compact",
+        action="store_true",
+        help=f"write image_size² k-space with {COMPACT_COILS} virtual coils instead of raw data",
+    )
+    parser.add_argument("--image-size", type=int, default=384)
+    parser.add_argument("--kspace-shape", type=_shape, default=(768, 396), help="e.g. 768x396")
+    parser.add_argument("--noise-level", type=float, default=DEFAULT_NOISE_LEVEL)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command-line entry point; writes ``DIR/{train,val,test}/*.h5`` and ``DIR/dataset.json``.
+
+    Files are named ``file_brain_<AXT2|AXT1>_sim_<split>_<k>.h5``. Slice ``k`` of the common
+    grid is the same height in the brain for both sources, so ``--source both`` keeps the split
+    disjoint across sources too. Everything is a function of the arguments (``--seed``): file
+    ``(source s, slab j, copy c)`` is seeded with ``[seed, s, j, c]``.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.slices_per_volume < 1 or args.gap < 0 or args.augment_copies < 0:
+        parser.error("--slices-per-volume must be >= 1, --gap and --augment-copies >= 0")
+    sources = list(SOURCES) if args.source == "both" else [args.source]
+    acquisition = _acquisition(args.contrast)
+    try:
+        _check_geometry(args.coils, args.kspace_shape, args.image_size)
+        plan = _plan_slabs(args.volumes_per_split, args.slices_per_volume, args.gap)
+        for source in sources:
+            load_anatomy(source, args.contrast)
+    except (ParameterError, FileNotFoundError) as error:
+        parser.error(str(error))
+
+    splits: dict[str, dict[str, Any]] = {
+        split: {"slice_indices": [], "files": []} for split in SPLITS
+    }
+    for source_index, source in enumerate(sources):
+        for slab_index, (split, indices) in enumerate(plan):
+            copies = 1 + args.augment_copies if split == "train" else 1
+            for copy in range(copies):
+                number = len(splits[split]["files"])
+                relative = Path(split) / f"file_brain_{acquisition}_sim_{split}_{number}.h5"
+                seed = [args.seed, source_index, slab_index, copy]
+                simulate_volume_file(
+                    args.out / relative,
+                    source,
+                    args.contrast,
+                    indices,
+                    args.coils,
+                    args.kspace_shape,
+                    args.image_size,
+                    seed,
+                    augment=copy > 0,
+                    compact=args.compact,
+                    noise_level=args.noise_level,
+                )
+                splits[split]["files"].append(
+                    {
+                        "file": relative.as_posix(),
+                        "source": source,
+                        "slice_indices": indices,
+                        "augmented": copy > 0,
+                        "seed": seed,
+                    }
+                )
+                print(f"wrote {args.out / relative} ({len(indices)} slices)", flush=True)
+            splits[split]["slice_indices"] = sorted({*splits[split]["slice_indices"], *indices})
+
+    stored_shape = (args.image_size,) * 2 if args.compact else args.kspace_shape
+    description = {
+        "provenance": [f"{PROVENANCE} ({source}, {args.contrast})" for source in sources],
+        "sources": sources,
+        "contrast": args.contrast,
+        "acquisition": acquisition,
+        "layout": "compact" if args.compact else "raw",
+        "coils": COMPACT_COILS if args.compact else args.coils,
+        "simulated_coils": args.coils,
+        "kspace_shape": list(stored_shape),
+        "simulated_kspace_shape": list(args.kspace_shape),
+        "image_size": args.image_size,
+        "noise_level": args.noise_level,
+        "seed": args.seed,
+        "slices_per_volume": args.slices_per_volume,
+        "gap_slices": args.gap,
+        "augment_copies": args.augment_copies,
+        "grid": {"shape": list(GRID_SHAPE), "affine_ras_mm": GRID_AFFINE.tolist()},
+        "brain_slices": list(BRAIN_SLICES),
+        "splits": splits,
+    }
+    target = args.out / "dataset.json"
+    with _atomic_target(target) as tmp:
+        tmp.write_text(json.dumps(description, indent=2) + "\n")
+    print(f"wrote {target}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

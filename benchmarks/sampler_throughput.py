@@ -58,7 +58,9 @@ def time_call(function, device: torch.device, repeats: int) -> float:
 
 def benchmark(device_name: str, width: int, P: int, size: int, coils: int, repeats: int) -> str:
     device = resolve_device(device_name)
-    metadata = WeightsMetadata(task="mri", image_size=[size, size], channels=coils, base_width=width)
+    metadata = WeightsMetadata(
+        task="mri", image_size=[size, size], channels=coils, base_width=width
+    )
     torch.manual_seed(0)
     weights = Weights(metadata, build_generator(metadata).state_dict(), f"random width {width}")
     generator = torch.Generator().manual_seed(1)
@@ -73,7 +75,11 @@ def benchmark(device_name: str, width: int, P: int, size: int, coils: int, repea
     reference = PosteriorSampler(weights, device=device_name)
     reference_way(reference, measurement, 1, 0)
     one_by_one = time_call(lambda: reference_way(reference, measurement, P, 0), device, repeats)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu x{torch.get_num_threads()}"
+    )
     return (
         f"{name:>24s}  width {width:4d}  P={P}  {size}x{size}x{coils}: reference way "
         f"{one_by_one * 1e3:9.1f} ms, PosteriorSampler {batched * 1e3:9.1f} ms, "
@@ -91,7 +97,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     for width in args.widths:
-        print(benchmark(args.device, width, args.P, args.size, args.coils, args.repeats), flush=True)
+        print(
+            benchmark(args.device, width, args.P, args.size, args.coils, args.repeats), flush=True
+        )
 
 
 if __name__ == "__main__":

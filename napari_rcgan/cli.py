@@ -28,7 +28,8 @@ def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--slice", type=int, default=0, help="slice index (MRI; default 0)")
     parser.add_argument("--R", type=float, default=8.0, help="acceleration (MRI; default 8)")
     parser.add_argument(
-        "--mask", default="gro",
+        "--mask",
+        default="gro",
         help="gro | equispaced | random | a mask file (.npy/.npz/.h5/.txt) (MRI; default gro)",
     )
     parser.add_argument(
@@ -37,14 +38,17 @@ def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--P", type=int, default=32, help="number of posterior samples (1-512)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the code vectors")
     parser.add_argument(
-        "--weights", default=None,
+        "--weights",
+        default=None,
         help="bundled name (mri, faces), a .safetensors path, or random:mri / random:inpainting "
         "(default: mri for k-space, faces for images)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
     parser.add_argument("--chunk", type=int, default=None, help="samples per forward pass")
     parser.add_argument(
-        "--coil-combine", choices=("rss", "sense"), default="rss",
+        "--coil-combine",
+        choices=("rss", "sense"),
+        default="rss",
         help="coil combination for the magnitude images (MRI; sense uses ESPIRiT maps)",
     )
     parser.add_argument("--out", required=True, help="output .h5 file")

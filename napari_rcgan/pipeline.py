@@ -90,12 +90,16 @@ def measure_file(
         kspace = data.read_kspace(spec.slice)
         mask = None
         if spec.mask not in MASK_KINDS:
-            mask = mask_from_array(
-                load_mask_file(spec.mask), tuple(sampler.metadata.image_size), source=spec.mask
-            )
+            size = tuple(sampler.metadata.image_size)
+            array = load_mask_file(spec.mask, width=size[1])
+            mask = mask_from_array(array, size, source=spec.mask)
         return sampler.measure_mri(
-            kspace, mask=mask, R=spec.R, mask_kind=spec.mask if mask is None else "user",
-            mask_seed=spec.mask_seed, coil_combine=spec.coil_combine,
+            kspace,
+            mask=mask,
+            R=spec.R,
+            mask_kind=spec.mask if mask is None else "user",
+            mask_seed=spec.mask_seed,
+            coil_combine=spec.coil_combine,
             source=f"{data.path} slice {spec.slice}",
         )
     size = tuple(sampler.metadata.image_size)
@@ -147,7 +151,10 @@ def write_figure(result: PosteriorSamples, path: str | os.PathLike, title: str =
     samples = datasets["samples"]
     panels = [("reference", datasets.get("target")), ("zero-filled", datasets["zero_filled"])]
     panels += [(f"sample {i + 1}", samples[i]) for i in range(min(2, len(samples)))]
-    panels += [(f"mean (P={result.P})", datasets["mean"]), ("|mean − reference|", datasets.get("error"))]
+    panels += [
+        (f"mean (P={result.P})", datasets["mean"]),
+        ("|mean − reference|", datasets.get("error")),
+    ]
     panels += [("pixel-wise SD", datasets["std"])]
     panels = [(name, image) for name, image in panels if image is not None]
     scale = float(np.percentile(datasets["mean"], 99.5)) or 1.0
@@ -159,8 +166,12 @@ def write_figure(result: PosteriorSamples, path: str | os.PathLike, title: str =
         elif name == "pixel-wise SD":
             shown = axis.imshow(image.mean(-1) if colour else image, cmap="viridis")
         else:
-            shown = axis.imshow(np.clip(image, 0, 1) if colour else image, cmap="gray",
-                                vmin=0, vmax=None if colour else scale)
+            shown = axis.imshow(
+                np.clip(image, 0, 1) if colour else image,
+                cmap="gray",
+                vmin=0,
+                vmax=None if colour else scale,
+            )
         if name.startswith("|") or name == "pixel-wise SD":
             figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.02)
         axis.set_title(name, fontsize=9)
@@ -189,8 +200,10 @@ def run_sample_command(args: argparse.Namespace) -> PosteriorSamples:
     print(f"wrote {out} ({result.P} samples, {result.timings['total_s']:.1f} s)")
     if args.png:
         stem = Path(args.input).stem
-        name = f"{stem}_slice{args.slice}_R{args.R:g}_P{args.P}.png" if task == "mri" else (
-            f"{stem}_P{args.P}.png"
+        name = (
+            f"{stem}_slice{args.slice}_R{args.R:g}_P{args.P}.png"
+            if task == "mri"
+            else (f"{stem}_P{args.P}.png")
         )
         figure = write_figure(result, Path(args.png) / name, title=_figure_title(result))
         print(f"wrote {figure}")
@@ -205,7 +218,9 @@ def _figure_title(result: PosteriorSamples) -> str:
         text += f", {measurement.mask.kind} mask R={measurement.mask.achieved_R:.2f}"
     if reference is not None:
         mean = result.stack.mean()
-        text += f" — PSNR {stats.psnr(mean, reference):.2f} dB, SSIM {stats.ssim(mean, reference):.3f}"
+        text += (
+            f" — PSNR {stats.psnr(mean, reference):.2f} dB, SSIM {stats.ssim(mean, reference):.3f}"
+        )
     return text
 
 
@@ -243,15 +258,18 @@ def run_headless_demo(args: argparse.Namespace) -> list[Path]:
     written = []
     jobs = [(path, "mri") for path in brains[:1]] + [(path, "inpainting") for path in faces[:1]]
     for path, task in jobs:
-        sampler = PosteriorSampler(demo_weights(task, args.weights if task == "mri" else None),
-                                   device=args.device)
+        sampler = PosteriorSampler(
+            demo_weights(task, args.weights if task == "mri" else None), device=args.device
+        )
         spec = MeasurementSpec(slice=0, R=args.R)
         result = sampler.sample(measure_file(sampler, path, spec), args.P)
         suffix = f"_R{args.R:g}" if task == "mri" else ""
-        write_result_h5(out / f"{path.stem}{suffix}_P{args.P}.h5", result_datasets(result),
-                        result_attrs(result))
-        figure = write_figure(result, out / f"{path.stem}{suffix}_P{args.P}.png",
-                              title=_figure_title(result))
+        write_result_h5(
+            out / f"{path.stem}{suffix}_P{args.P}.h5", result_datasets(result), result_attrs(result)
+        )
+        figure = write_figure(
+            result, out / f"{path.stem}{suffix}_P{args.P}.png", title=_figure_title(result)
+        )
         print(f"wrote {figure} ({result.timings['total_s']:.1f} s)")
         written.append(figure)
     return written

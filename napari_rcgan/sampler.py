@@ -22,8 +22,15 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from napari_rcgan.errors import ParameterError, RcganError, SamplingCancelled, WeightsError
+from napari_rcgan.errors import (
+    MaskError,
+    ParameterError,
+    RcganError,
+    SamplingCancelled,
+    WeightsError,
+)
 from napari_rcgan.physics import transforms
+from napari_rcgan.physics.fft import fft2c, ifft2c
 from napari_rcgan.physics.inpainting import validate_hole
 from napari_rcgan.physics.masks import SamplingMask, column_mask
 from napari_rcgan.stats import SampleStack
@@ -110,8 +117,6 @@ class MRIMeasurement:
     @property
     def zero_filled(self) -> torch.Tensor:
         """``IFFT(M ⊙ FFT(x))``, ``(K, S, S)`` complex64."""
-        from napari_rcgan.physics.fft import ifft2c
-
         return ifft2c(self.measured_kspace)
 
     def network_input(self) -> torch.Tensor:
@@ -280,7 +285,9 @@ class PosteriorSampler:
         size = tuple(self.metadata.image_size)
         kspace = torch.as_tensor(np.asarray(kspace)).to(torch.complex64)
         if kspace.ndim != 3:
-            raise ParameterError(f"{source}: k-space must be (coils, H, W), got {tuple(kspace.shape)}")
+            raise ParameterError(
+                f"{source}: k-space must be (coils, H, W), got {tuple(kspace.shape)}"
+            )
         if not torch.isfinite(torch.view_as_real(kspace)).all():
             raise ParameterError(f"{source}: k-space contains NaN or Inf")
         if kspace.shape[0] < coils:
@@ -301,8 +308,6 @@ class PosteriorSampler:
         if mask is None:
             mask = column_mask(size, mask_kind, R, seed=mask_seed)
         elif mask.mask.shape != size:
-            from napari_rcgan.errors import MaskError
-
             raise MaskError(
                 f"{source}: mask of shape {mask.mask.shape} does not fit the {size} image"
             )
@@ -310,10 +315,11 @@ class PosteriorSampler:
         normalization = transforms.Normalization.of(transforms.complex_to_channels(zero_filled))
         maps = None
         if coil_combine == "sense":
-            key = (source, mask.lines.tobytes(), float(target.abs().sum()))
+            # As in the paper's evaluation, ESPIRiT runs on the fully sampled k-space.
+            key = (source, float(target.abs().sum()))
             if key not in self._sense_cache:
                 self._sense_cache[key] = transforms.espirit_maps(
-                    measured, calib_width=_centre_block_width(mask.lines, size[1])
+                    fft2c(target), calib_width=min(24, min(size) // 2)
                 )
             maps = self._sense_cache[key]
         return MRIMeasurement(target, measured, mask, normalization, coil_combine, maps)
@@ -327,12 +333,18 @@ class PosteriorSampler:
         if array.ndim == 2:
             array = array[..., None]
         if array.ndim != 3:
-            raise ParameterError(f"{source}: expected an (H, W) or (H, W, C) image, got {array.shape}")
+            raise ParameterError(
+                f"{source}: expected an (H, W) or (H, W, C) image, got {array.shape}"
+            )
         channels = self.metadata.channels
         if array.shape[-1] != channels:
-            array = array.mean(axis=-1, keepdims=True) if channels == 1 else np.repeat(
-                array[..., :1], channels, axis=-1
-            ) if array.shape[-1] == 1 else array[..., :channels]
+            array = (
+                array.mean(axis=-1, keepdims=True)
+                if channels == 1
+                else np.repeat(array[..., :1], channels, axis=-1)
+                if array.shape[-1] == 1
+                else array[..., :channels]
+            )
         size = tuple(self.metadata.image_size)
         if array.shape[:2] != size:
             raise ParameterError(
@@ -346,7 +358,9 @@ class PosteriorSampler:
     def _default_chunk(self, P: int) -> int:
         return min(P, 32) if self.device.type == "cuda" else min(P, 4)
 
-    def _forward(self, network_input: torch.Tensor, seed: int, start: int, count: int) -> torch.Tensor:
+    def _forward(
+        self, network_input: torch.Tensor, seed: int, start: int, count: int
+    ) -> torch.Tensor:
         height, width = network_input.shape[-2:]
         codes = torch.stack(
             [code_vector(seed, start + i, (NOISE_CHANNELS, height, width)) for i in range(count)]
@@ -442,19 +456,9 @@ class PosteriorSampler:
 
 def _check_count(P: int) -> None:
     if not isinstance(P, (int, np.integer)) or not 1 <= P <= MAX_SAMPLES:
-        raise ParameterError(f"P (number of samples) must be an integer in 1..{MAX_SAMPLES}, got {P}")
-
-
-def _centre_block_width(lines: np.ndarray, width: int) -> int:
-    """Width of the contiguous sampled block around the k-space centre (ESPIRiT calibration)."""
-    sampled = set(lines.tolist())
-    centre = width // 2
-    low = high = centre
-    while low - 1 in sampled:
-        low -= 1
-    while high + 1 in sampled:
-        high += 1
-    return max(6, min(24, high - low + 1)) if centre in sampled else 6
+        raise ParameterError(
+            f"P (number of samples) must be an integer in 1..{MAX_SAMPLES}, got {P}"
+        )
 
 
 __all__ = [

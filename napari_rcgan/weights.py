@@ -102,7 +102,11 @@ class WeightsMetadata:
         lines = [
             f"task: {self.task}",
             f"image size: {self.image_size[0]}x{self.image_size[1]}",
-            (f"coils: {self.channels}" if self.task == "mri" else f"colour channels: {self.channels}"),
+            (
+                f"coils: {self.channels}"
+                if self.task == "mri"
+                else f"colour channels: {self.channels}"
+            ),
             f"generator: residual UNet, base width {self.base_width}, {self.num_pool_layers} levels",
         ]
         if self.masks:
@@ -152,8 +156,9 @@ def atomic_write_path(path: Path) -> Path:
     return Path(temporary)
 
 
-def save_weights(path: str | os.PathLike, generator_state: dict[str, torch.Tensor],
-                 metadata: WeightsMetadata) -> Path:
+def save_weights(
+    path: str | os.PathLike, generator_state: dict[str, torch.Tensor], metadata: WeightsMetadata
+) -> Path:
     """Write ``generator_state`` and ``metadata`` to ``path`` atomically."""
     path = Path(path)
     metadata.validate(str(path))
@@ -224,13 +229,20 @@ def random_metadata(task: str) -> WeightsMetadata:
     """Metadata of the randomly initialised stand-in networks."""
     if task == "mri":
         return WeightsMetadata(
-            task="mri", image_size=[384, 384], channels=8, base_width=16,
-            masks=["gro", "equispaced", "random"], acceleration=[1.0, 16.0],
+            task="mri",
+            image_size=[384, 384],
+            channels=8,
+            base_width=16,
+            masks=["gro", "equispaced", "random"],
+            acceleration=[1.0, 16.0],
             notes="random initialisation: the samples are not meaningful",
         )
     if task == "inpainting":
         return WeightsMetadata(
-            task="inpainting", image_size=[256, 256], channels=3, base_width=16,
+            task="inpainting",
+            image_size=[256, 256],
+            channels=3,
+            base_width=16,
             notes="random initialisation: the samples are not meaningful",
         )
     raise WeightsError(f"random:{task}: unknown task; use random:mri or random:inpainting")

@@ -14,8 +14,12 @@ class ReferenceResidualBlock(nn.Module):
     def __init__(self, features):
         super().__init__()
         self.conv_block = nn.Sequential(
-            nn.Conv2d(features, features, 3, 1, 1), nn.BatchNorm2d(features), nn.PReLU(),
-            nn.Conv2d(features, features, 3, 1, 1), nn.BatchNorm2d(features), nn.PReLU(),
+            nn.Conv2d(features, features, 3, 1, 1),
+            nn.BatchNorm2d(features),
+            nn.PReLU(),
+            nn.Conv2d(features, features, 3, 1, 1),
+            nn.BatchNorm2d(features),
+            nn.PReLU(),
         )
         self.conv_1x1 = nn.Conv2d(features, features, kernel_size=1)
 
@@ -47,8 +51,10 @@ class ReferenceConvUpBlock(nn.Module):
         self.bn = nn.BatchNorm2d(in_chans // 2)
         self.activation = nn.PReLU()
         self.layers = nn.Sequential(
-            nn.Conv2d(in_chans, out_chans, kernel_size=3, padding=1), nn.BatchNorm2d(out_chans),
-            nn.PReLU(), ReferenceResidualBlock(out_chans),
+            nn.Conv2d(in_chans, out_chans, kernel_size=3, padding=1),
+            nn.BatchNorm2d(out_chans),
+            nn.PReLU(),
+            ReferenceResidualBlock(out_chans),
         )
 
     def forward(self, x, skip):
@@ -60,7 +66,9 @@ class ReferenceUNetModel(nn.Module):
     def __init__(self, in_chans=18, out_chans=16, chans=128, num_pool_layers=4):
         super().__init__()
         ch = chans
-        self.down_sample_layers = nn.ModuleList([ReferenceConvDownBlock(in_chans, ch, batch_norm=False)])
+        self.down_sample_layers = nn.ModuleList(
+            [ReferenceConvDownBlock(in_chans, ch, batch_norm=False)]
+        )
         for i in range(num_pool_layers - 1):
             if i < 3:
                 self.down_sample_layers += [ReferenceConvDownBlock(ch, ch * 2)]
@@ -68,7 +76,9 @@ class ReferenceUNetModel(nn.Module):
             else:
                 self.down_sample_layers += [ReferenceConvDownBlock(ch, ch)]
         self.res_layer_1 = nn.Sequential(
-            nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.PReLU(),
+            nn.Conv2d(ch, ch, 3, padding=1),
+            nn.BatchNorm2d(ch),
+            nn.PReLU(),
             *[ReferenceResidualBlock(ch) for _ in range(5)],
         )
         self.conv = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.BatchNorm2d(ch), nn.PReLU())

@@ -13,7 +13,9 @@ from napari_rcgan.physics.fft import fft2c, ifft2c
 
 def random_complex(*shape: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
-    return torch.complex(torch.randn(shape, generator=generator), torch.randn(shape, generator=generator))
+    return torch.complex(
+        torch.randn(shape, generator=generator), torch.randn(shape, generator=generator)
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -91,10 +93,14 @@ def test_data_consistency_keeps_measured_lines_and_the_generator_elsewhere():
     mask = torch.zeros(16, 16, dtype=torch.bool)
     mask[:, ::4] = True
     measured, zero_filled = transforms.apply_kspace_mask(truth, mask)
-    assert torch.allclose(fft2c(zero_filled)[..., ~mask], torch.zeros(1, dtype=torch.complex64), atol=1e-6)
+    assert torch.allclose(
+        fft2c(zero_filled)[..., ~mask], torch.zeros(1, dtype=torch.complex64), atol=1e-6
+    )
     consistent = fft2c(transforms.data_consistency(guess, measured, mask))
     torch.testing.assert_close(consistent[..., mask], fft2c(truth)[..., mask], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(consistent[..., ~mask], fft2c(guess)[..., ~mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        consistent[..., ~mask], fft2c(guess)[..., ~mask], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_rss_and_sense_combine():

@@ -11,8 +11,11 @@ from napari_rcgan import stats
 
 @settings(max_examples=30, deadline=None)
 @given(
-    arrays(np.float32, st.tuples(st.integers(1, 12), st.integers(1, 5), st.integers(1, 5)),
-           elements=st.floats(-100, 100, width=32)),
+    arrays(
+        np.float32,
+        st.tuples(st.integers(1, 12), st.integers(1, 5), st.integers(1, 5)),
+        elements=st.floats(-100, 100, width=32),
+    ),
     st.integers(1, 5),
 )
 def test_prefix_mean_and_sd_equal_numpy_for_every_P(samples, chunk):
@@ -42,7 +45,9 @@ def test_psnr_ssim_apsd_and_error():
     reference = rng.random((32, 32)).astype(np.float32)
     assert stats.psnr(reference, reference) == float("inf")
     noisy = reference + 0.1
-    assert stats.psnr(noisy, reference) == pytest.approx(10 * np.log10(reference.max() ** 2 / 0.01), rel=1e-4)
+    assert stats.psnr(noisy, reference) == pytest.approx(
+        10 * np.log10(reference.max() ** 2 / 0.01), rel=1e-4
+    )
     assert stats.ssim(reference, reference) == pytest.approx(1.0)
     assert stats.ssim(rng.random((32, 32)), reference) < 0.3
     np.testing.assert_allclose(stats.absolute_error(noisy, reference), 0.1, rtol=1e-4)

@@ -18,8 +18,17 @@ from napari_rcgan.weights import (
 
 
 def tiny_metadata(**overrides) -> WeightsMetadata:
-    values = dict(task="mri", image_size=[32, 32], channels=8, base_width=4, num_pool_layers=2,
-                  masks=["gro"], acceleration=[2.0, 8.0], beta_sd=0.3, notes="test")
+    values = dict(
+        task="mri",
+        image_size=[32, 32],
+        channels=8,
+        base_width=4,
+        num_pool_layers=2,
+        masks=["gro"],
+        acceleration=[2.0, 8.0],
+        beta_sd=0.3,
+        notes="test",
+    )
     values.update(overrides)
     return WeightsMetadata(**values)
 
@@ -40,7 +49,9 @@ def test_save_load_round_trip_keeps_tensors_and_metadata(tmp_path):
 
 def test_info_prints_metadata(tmp_path, capsys):
     metadata = tiny_metadata()
-    path = save_weights(tmp_path / "w.safetensors", build_generator(metadata).state_dict(), metadata)
+    path = save_weights(
+        tmp_path / "w.safetensors", build_generator(metadata).state_dict(), metadata
+    )
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "task: mri" in out and "coils: 8" in out and "base width 4" in out
@@ -83,7 +94,9 @@ def test_tensors_that_do_not_fit_the_metadata_are_refused(tmp_path):
 
 def test_unknown_task_and_newer_format_are_refused(tmp_path):
     metadata = tiny_metadata()
-    path = save_weights(tmp_path / "w.safetensors", build_generator(metadata).state_dict(), metadata)
+    path = save_weights(
+        tmp_path / "w.safetensors", build_generator(metadata).state_dict(), metadata
+    )
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)

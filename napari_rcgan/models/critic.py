@@ -7,7 +7,10 @@ from torch import nn
 
 
 class DownBlock(nn.Module):
-    """2×2 average pooling, 3×3 conv, instance norm, LeakyReLU(0.2): ``(B, in, H, W) -> (B, out, H/2, W/2)``."""
+    """2×2 average pooling, 3×3 conv, instance norm, LeakyReLU(0.2).
+
+    ``(B, in, H, W) -> (B, out, H/2, W/2)``.
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()

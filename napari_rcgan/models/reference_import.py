@@ -35,7 +35,9 @@ def _load_checkpoint(path: Path) -> dict:
             f"{path}: not a loadable reference checkpoint with weights_only=True ({error})"
         ) from error
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise WeightsError(f"{path}: no 'state_dict' in the checkpoint; is it a Lightning checkpoint?")
+        raise WeightsError(
+            f"{path}: no 'state_dict' in the checkpoint; is it a Lightning checkpoint?"
+        )
     return checkpoint
 
 

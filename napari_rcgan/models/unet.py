@@ -101,7 +101,9 @@ class ResidualUNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         width = base_width
-        self.down_sample_layers = nn.ModuleList([ConvDownBlock(in_channels, width, batch_norm=False)])
+        self.down_sample_layers = nn.ModuleList(
+            [ConvDownBlock(in_channels, width, batch_norm=False)]
+        )
         for level in range(num_pool_layers - 1):
             next_width = width * 2 if level < 3 else width
             self.down_sample_layers.append(ConvDownBlock(width, next_width))

@@ -1,0 +1,68 @@
+"""Shared fixtures: simulated k-space from real anatomy and tiny generator weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from napari_rcgan.weights import WeightsMetadata, build_generator, save_weights
+from training.simulate import COLIN27_PATH, simulate_volume_file
+
+ANATOMY = "colin27" if Path(COLIN27_PATH).is_file() else "mni152"
+
+
+def tiny_weights(path: Path, task: str, size: int, channels: int, seed: int = 0) -> Path:
+    """Save a randomly initialised, very small generator (base width 4, 2 levels)."""
+    import torch
+
+    metadata = WeightsMetadata(
+        task=task,
+        image_size=[size, size],
+        channels=channels,
+        base_width=4,
+        num_pool_layers=2,
+        masks=["gro"] if task == "mri" else [],
+        acceleration=[2.0, 8.0] if task == "mri" else [],
+        notes="tiny random test network",
+    )
+    torch.manual_seed(seed)
+    return save_weights(path, build_generator(metadata).state_dict(), metadata)
+
+
+@pytest.fixture(scope="session")
+def raw_fastmri_file(tmp_path_factory) -> Path:
+    """A raw-layout fastMRI file: 2 slices, 16 coils, 768×396 k-space, simulated from anatomy."""
+    path = tmp_path_factory.mktemp("raw") / "file_brain_AXT2_sim_test_0.h5"
+    return simulate_volume_file(path, ANATOMY, "t2", slice_indices=[84, 85], coils=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def small_fastmri_file(tmp_path_factory) -> Path:
+    """A small raw-layout file (8 coils, 128×72 k-space → 64×64 images), 2 slices."""
+    path = tmp_path_factory.mktemp("small") / "file_brain_AXT2_sim_small.h5"
+    return simulate_volume_file(
+        path,
+        ANATOMY,
+        "t2",
+        slice_indices=[84, 85],
+        coils=8,
+        kspace_shape=(128, 72),
+        image_size=64,
+        seed=1,
+    )
+
+
+@pytest.fixture(scope="session")
+def mri_weights_384(tmp_path_factory) -> Path:
+    return tiny_weights(tmp_path_factory.mktemp("w") / "mri384.safetensors", "mri", 384, 8)
+
+
+@pytest.fixture(scope="session")
+def mri_weights_64(tmp_path_factory) -> Path:
+    return tiny_weights(tmp_path_factory.mktemp("w") / "mri64.safetensors", "mri", 64, 8)
+
+
+@pytest.fixture(scope="session")
+def face_weights_64(tmp_path_factory) -> Path:
+    return tiny_weights(tmp_path_factory.mktemp("w") / "faces64.safetensors", "inpainting", 64, 3)

@@ -102,6 +102,7 @@ def measure_file(
             coil_combine=spec.coil_combine,
             source=f"{data.path} slice {spec.slice}",
         )
+    sampler.require_task("inpainting", "an image to inpaint")
     size = tuple(sampler.metadata.image_size)
     image = fit_image(read_image(path), size, str(path))
     hole = center_square_hole(size) if spec.hole == "center" else read_hole_mask(spec.hole)

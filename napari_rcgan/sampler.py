@@ -256,7 +256,7 @@ class PosteriorSampler:
     def name(self) -> str:
         return self.weights.source
 
-    def _require_task(self, task: str, what: str) -> None:
+    def require_task(self, task: str, what: str) -> None:
         if self.metadata.task != task:
             raise WeightsError(
                 f"{self.name}: weights are for {self.metadata.task}, but the input is {what}; "
@@ -280,7 +280,7 @@ class PosteriorSampler:
             mask: a ready mask of shape ``image_size``; else one of ``mask_kind`` at ``R``.
             source: name used in error messages (file and slice).
         """
-        self._require_task("mri", "multicoil MRI k-space")
+        self.require_task("mri", "multicoil MRI k-space")
         coils = self.metadata.channels
         size = tuple(self.metadata.image_size)
         kspace = torch.as_tensor(np.asarray(kspace)).to(torch.complex64)
@@ -328,7 +328,7 @@ class PosteriorSampler:
         self, image: np.ndarray, hole: np.ndarray, has_reference: bool = True, source: str = "image"
     ) -> InpaintingMeasurement:
         """An image ``(H, W)`` or ``(H, W, C)`` in [0, 1] with a bool ``hole`` ``(H, W)``."""
-        self._require_task("inpainting", "an image to inpaint")
+        self.require_task("inpainting", "an image to inpaint")
         array = np.asarray(image, dtype=np.float32)
         if array.ndim == 2:
             array = array[..., None]

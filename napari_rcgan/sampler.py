@@ -233,6 +233,48 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
+def preprocess_mri(
+    kspace: np.ndarray | torch.Tensor,
+    image_size: tuple[int, int],
+    coils: int,
+    mask: SamplingMask,
+    source: str = "k-space",
+) -> MRIMeasurement:
+    """One fully sampled slice → an undersampled, normalised measurement (paper, Section 4.2).
+
+    Image-domain crop to ``image_size`` (removes readout oversampling) → SVD compression to
+    ``coils`` virtual coils (when there are more) → ``y = IFFT(M ⊙ FFT(x))`` → normalisation by
+    the zero-filled channels' mean/std. Training (``training.datasets``) and inference share it.
+
+    Args:
+        kspace: complex ``(C, H, W)`` with ``C ≥ coils`` and ``H, W ≥ image_size``.
+        mask: column mask of shape ``image_size``.
+        source: file and slice, for messages.
+
+    Raises:
+        ParameterError: wrong rank, non-finite values, too few coils or too small k-space.
+        MaskError: a mask of another shape.
+    """
+    kspace = torch.as_tensor(np.asarray(kspace)).to(torch.complex64)
+    if kspace.ndim != 3:
+        raise ParameterError(f"{source}: k-space must be (coils, H, W), got {tuple(kspace.shape)}")
+    if not torch.isfinite(torch.view_as_real(kspace)).all():
+        raise ParameterError(f"{source}: k-space contains NaN or Inf")
+    if kspace.shape[0] < coils:
+        raise ParameterError(f"{source}: has {kspace.shape[0]} coils, at least {coils} are needed")
+    size = tuple(image_size)
+    if mask.mask.shape != size:
+        raise MaskError(f"{source}: mask of shape {mask.mask.shape} does not fit the {size} image")
+    try:
+        images = transforms.kspace_to_cropped_image(kspace, size)
+    except ParameterError as error:
+        raise ParameterError(f"{source}: {error}") from error
+    target = transforms.coil_compress(images, coils) if images.shape[0] > coils else images
+    measured, zero_filled = transforms.apply_kspace_mask(target, torch.from_numpy(mask.mask))
+    normalization = transforms.Normalization.of(transforms.complex_to_channels(zero_filled))
+    return MRIMeasurement(target, measured, mask, normalization)
+
+
 class PosteriorSampler:
     """Draws posterior samples with an rcGAN generator.
 
@@ -283,46 +325,32 @@ class PosteriorSampler:
         self.require_task("mri", "multicoil MRI k-space")
         coils = self.metadata.channels
         size = tuple(self.metadata.image_size)
-        kspace = torch.as_tensor(np.asarray(kspace)).to(torch.complex64)
-        if kspace.ndim != 3:
-            raise ParameterError(
-                f"{source}: k-space must be (coils, H, W), got {tuple(kspace.shape)}"
-            )
-        if not torch.isfinite(torch.view_as_real(kspace)).all():
-            raise ParameterError(f"{source}: k-space contains NaN or Inf")
-        if kspace.shape[0] < coils:
+        shape = np.shape(kspace)
+        if len(shape) == 3 and shape[0] < coils:
             raise WeightsError(
-                f"{source}: has {kspace.shape[0]} coils but the weights {self.name} need at "
-                f"least {coils}"
+                f"{source}: has {shape[0]} coils but the weights {self.name} need at least {coils}"
             )
-        height, width = kspace.shape[-2:]
-        if height < size[0] or width < size[1]:
+        if len(shape) == 3 and (shape[1] < size[0] or shape[2] < size[1]):
             raise ParameterError(
-                f"{source}: k-space {height}x{width} is smaller than the {size[0]}x{size[1]} "
+                f"{source}: k-space {shape[1]}x{shape[2]} is smaller than the {size[0]}x{size[1]} "
                 f"image the weights {self.name} expect"
             )
         if coil_combine not in COIL_COMBINES:
             raise ParameterError(f"coil combine {coil_combine!r}: use one of {COIL_COMBINES}")
-        images = transforms.kspace_to_cropped_image(kspace, size)
-        target = transforms.coil_compress(images, coils) if images.shape[0] > coils else images
         if mask is None:
             mask = column_mask(size, mask_kind, R, seed=mask_seed)
-        elif mask.mask.shape != size:
-            raise MaskError(
-                f"{source}: mask of shape {mask.mask.shape} does not fit the {size} image"
-            )
-        measured, zero_filled = transforms.apply_kspace_mask(target, torch.from_numpy(mask.mask))
-        normalization = transforms.Normalization.of(transforms.complex_to_channels(zero_filled))
-        maps = None
+        measurement = preprocess_mri(kspace, size, coils, mask, source)
+        measurement.coil_combine = coil_combine
         if coil_combine == "sense":
             # As in the paper's evaluation, ESPIRiT runs on the fully sampled k-space.
+            target = measurement.target
             key = (source, float(target.abs().sum()))
             if key not in self._sense_cache:
                 self._sense_cache[key] = transforms.espirit_maps(
                     fft2c(target), calib_width=min(24, min(size) // 2)
                 )
-            maps = self._sense_cache[key]
-        return MRIMeasurement(target, measured, mask, normalization, coil_combine, maps)
+            measurement.sense_maps = self._sense_cache[key]
+        return measurement
 
     def measure_inpainting(
         self, image: np.ndarray, hole: np.ndarray, has_reference: bool = True, source: str = "image"

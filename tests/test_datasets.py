@@ -1,0 +1,270 @@
+"""Training datasets on small simulated fastMRI folders and generated face folders."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from napari_rcgan.errors import InputFileError
+from napari_rcgan.io import FastMRIFile
+from napari_rcgan.physics.inpainting import center_square_hole
+from napari_rcgan.sampler import PosteriorSampler
+from napari_rcgan.weights import Weights, WeightsMetadata, build_generator
+from training.config import config_from_dict
+from training.datasets import (
+    DatasetError,
+    FaceFolderDataset,
+    FastMRIDataset,
+    RcGANDataModule,
+    face_datasets,
+    list_images,
+    select_volumes,
+)
+from training.simulate import simulate_volume_file
+
+SIZE = 32
+
+
+def _simulate(path: Path, slices, seed: int, **kwargs) -> Path:
+    options = dict(coils=10, kspace_shape=(64, 40), image_size=SIZE, seed=seed)
+    options.update(kwargs)
+    try:
+        return simulate_volume_file(path, "colin27", slice_indices=slices, **options)
+    except FileNotFoundError:  # Colin27 (Debian mricron-data) not installed: nilearn's MNI152
+        return simulate_volume_file(path, "mni152", slice_indices=slices, **options)
+
+
+@pytest.fixture(scope="module")
+def mri_folder(tmp_path_factory) -> Path:
+    """train/: two raw AXT2 volumes (10 coils, 64×40 k-space) and one AXT1; val/: one."""
+    root = tmp_path_factory.mktemp("fastmri")
+    _simulate(root / "train" / "file_brain_AXT2_a.h5", [70, 71, 72], seed=1)
+    _simulate(root / "train" / "file_brain_AXT2_b.h5", [80, 81, 82], seed=2)
+    _simulate(root / "train" / "file_brain_AXT1_c.h5", [90, 91], seed=3, contrast="t1")
+    _simulate(root / "val" / "file_brain_AXT2_v.h5", [100, 101], seed=4)
+    return root
+
+
+def _sampler(task: str = "mri") -> PosteriorSampler:
+    channels = 8 if task == "mri" else 3
+    metadata = WeightsMetadata(task=task, image_size=[SIZE, SIZE], channels=channels,
+                               base_width=4, num_pool_layers=2)
+    state = build_generator(metadata).state_dict()
+    return PosteriorSampler(Weights(metadata, state, "test-weights"), device="cpu")
+
+
+def _dataset(folder: Path, **kwargs) -> FastMRIDataset:
+    options = dict(image_size=SIZE, coils=8, min_width=SIZE, slices_per_volume=2, train=False)
+    options.update(kwargs)
+    return FastMRIDataset(folder, **options)
+
+
+def test_selection_and_items_match_the_sampler(mri_folder):
+    dataset = _dataset(mri_folder / "train")
+    assert [v.path.name for v in dataset.volumes] == ["file_brain_AXT2_a.h5", "file_brain_AXT2_b.h5"]
+    assert [(p.name, "AXT1" in r) for p, r in dataset.skipped] == [("file_brain_AXT1_c.h5", True)]
+    assert len(dataset) == 4  # first 2 slices of each selected volume
+    item = dataset[3]
+    assert item["input"].shape == (16, SIZE, SIZE) and item["input"].dtype == torch.float32
+    assert item["target"].shape == (16, SIZE, SIZE)
+    assert item["kspace"].shape == (8, SIZE, SIZE) and item["kspace"].dtype == torch.complex64
+    assert item["mask"].shape == (SIZE, SIZE) and item["mask"].dtype == torch.bool
+    assert float(item["R"]) == pytest.approx(4.0)
+
+    # Identical preprocessing to the plugin's sampler for the same slice and mask.
+    volume = FastMRIFile.open(mri_folder / "train" / "file_brain_AXT2_b.h5")
+    reference = _sampler().measure_mri(volume.read_kspace(1), mask=dataset.mask_for(3))
+    torch.testing.assert_close(item["input"], reference.network_input())
+    torch.testing.assert_close(item["kspace"], reference.measured_kspace)
+    assert float(item["mean"]) == pytest.approx(reference.normalization.mean)
+    assert float(item["std"]) == pytest.approx(reference.normalization.std)
+    target = reference.normalization.invert(item["target"])
+    torch.testing.assert_close(
+        target, torch.cat([reference.target.real, reference.target.imag]), atol=1e-5, rtol=1e-4
+    )
+    # The zero-filled input is normalised to zero mean and unit SD.
+    raw = reference.normalization.apply(
+        torch.cat([reference.zero_filled.real, reference.zero_filled.imag])
+    )
+    assert float(raw.mean()) == pytest.approx(0, abs=1e-5)
+    assert float(raw.std()) == pytest.approx(1, abs=1e-4)
+
+
+def test_all_slices_and_other_acquisitions_are_configurable(mri_folder):
+    dataset = _dataset(mri_folder / "train", slices_per_volume=None, acquisitions=())
+    assert len(dataset) == 3 + 3 + 2
+    assert _dataset(mri_folder / "train", acquisitions=("AXT1",)).volumes[0].path.name == (
+        "file_brain_AXT1_c.h5"
+    )
+
+
+def test_selection_by_width_and_coils(mri_folder):
+    with pytest.raises(DatasetError) as error:
+        _dataset(mri_folder / "train", min_width=384)
+    assert "k-space width 40 < 384" in str(error.value)
+    assert "file_brain_AXT2_a.h5" in str(error.value)
+    with pytest.raises(DatasetError, match="10 coils, fewer than 16"):
+        _dataset(mri_folder / "train", min_coils=16)
+
+
+def test_validation_masks_are_fixed_training_masks_vary(mri_folder):
+    kinds = ("gro", "equispaced", "random")
+    fixed = _dataset(mri_folder / "train", mask_kinds=kinds, r_range=(2.0, 8.0))
+    first = [fixed.mask_for(i) for i in range(4)]
+    again = [fixed.mask_for(i) for i in range(4)]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(first, again, strict=True))
+    trained = _dataset(mri_folder / "train", mask_kinds=kinds, r_range=(2.0, 8.0), train=True)
+    torch.manual_seed(0)
+    masks = [trained.mask_for(0) for _ in range(40)]
+    assert {m.kind for m in masks} == set(kinds)
+    rates = [m.achieved_R for m in masks]
+    assert min(rates) >= 1.9 and max(rates) <= 8.5 and max(rates) - min(rates) > 2
+
+
+def test_fewer_coils_than_needed_names_the_file(tmp_path):
+    _simulate(tmp_path / "few.h5", [70], seed=0, coils=8)
+    with pytest.raises(DatasetError) as error:
+        _dataset(tmp_path, min_coils=12, coils=12)
+    assert "few.h5" in str(error.value) and "8 coils" in str(error.value)
+
+
+def test_bad_folders_and_files(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        select_volumes(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no data here")
+    with pytest.raises(DatasetError, match="no .h5 files"):
+        select_volumes(tmp_path / "empty")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with h5py.File(bad / "no_kspace.h5", "w") as handle:
+        handle.create_dataset("reconstruction_rss", data=np.zeros((1, 4, 4), np.float32))
+    with pytest.raises(InputFileError) as error:
+        select_volumes(bad)
+    assert "no_kspace.h5" in str(error.value) and "kspace" in str(error.value)
+    (bad / "no_kspace.h5").unlink()
+    (bad / "text.h5").write_text("not hdf5")
+    with pytest.raises(InputFileError, match="text.h5"):
+        select_volumes(bad)
+
+
+def test_simulated_split_is_disjoint_and_readable(tmp_path):
+    from training.simulate import main as simulate
+
+    out = tmp_path / "sim"
+    simulate([
+        "--out", str(out), "--compact", "--image-size", str(SIZE), "--kspace-shape", "32x32",
+        "--coils", "8", "--slices-per-volume", "2", "--volumes-per-split",
+        "train=2,val=1,test=1", "--augment-copies", "0",
+    ])
+    info = json.loads((out / "dataset.json").read_text())
+    slices = {split: set(info["splits"][split]["slice_indices"]) for split in ("train", "val", "test")}
+    assert not slices["train"] & slices["val"]
+    assert not slices["train"] & slices["test"]
+    assert not slices["val"] & slices["test"]
+    for split, volumes in (("train", 2), ("val", 1), ("test", 1)):
+        dataset = _dataset(out / split)
+        assert len(dataset.volumes) == volumes and len(dataset) == 2 * volumes
+        assert dataset[0]["input"].shape == (16, SIZE, SIZE)
+        described = dataset.describe()
+        assert "simulated k-space from real anatomy" in " ".join(described["provenance"])
+        assert described["dataset_json"]["layout"] == "compact"
+
+
+def test_data_module_batches(mri_folder, tmp_path):
+    config = config_from_dict({
+        "seed": 3,
+        "data": {"root": str(mri_folder), "image_size": SIZE, "min_width": SIZE,
+                 "slices_per_volume": 2, "num_workers": 0, "val_examples": 1,
+                 "mask": {"kind": "gro", "R": [2, 6]}},
+        "model": {"critic_num_down": 3},
+        "train": {"batch_size": 3},
+    })
+    module = RcGANDataModule(config)
+    batch = next(iter(module.train_dataloader()))
+    assert batch["input"].shape == (3, 16, SIZE, SIZE)
+    assert batch["kspace"].dtype == torch.complex64 and batch["mean"].shape == (3,)
+    assert len(module.val_dataloader().dataset) == 1
+    description = module.describe()
+    assert description["train"]["volumes"] == 2 and description["val"]["used_examples"] == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Faces
+
+
+@pytest.fixture()
+def face_folder(tmp_path) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "faces"
+    (root / "00000").mkdir(parents=True)
+    Image.fromarray(rng.integers(0, 255, (50, 40, 3), dtype=np.uint8)).save(root / "a.png")
+    Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(root / "00000" / "b.jpg")
+    Image.fromarray(rng.integers(0, 255, (64, 64, 4), dtype=np.uint8)).save(root / "00000" / "c.png")
+    (root / "labels.csv").write_text("a,b,c\n")
+    return root
+
+
+def test_face_folder_items_match_the_sampler(face_folder):
+    files = list_images(face_folder)
+    assert [f.name for f in files] == ["b.jpg", "c.png", "a.png"]
+    dataset = FaceFolderDataset(files, image_size=SIZE, hole_size=12, train=False)
+    item = dataset[2]
+    assert item["input"].shape == (4, SIZE, SIZE) and item["target"].shape == (3, SIZE, SIZE)
+    assert float(item["target"].min()) >= -1 and float(item["target"].max()) <= 1
+    hole = center_square_hole((SIZE, SIZE), 12)
+    assert np.array_equal(item["hole"].numpy(), hole)
+    reference = _sampler("inpainting").measure_inpainting(
+        item["image"].permute(1, 2, 0).numpy(), hole
+    )
+    torch.testing.assert_close(item["input"], reference.network_input())
+    assert float(item["input"][:3, torch.from_numpy(hole)].abs().max()) == 0
+    grey = FaceFolderDataset(files, image_size=SIZE, channels=1, hole_size=12, train=False)
+    assert grey[0]["input"].shape == (2, SIZE, SIZE)
+
+
+def test_random_holes(face_folder):
+    files = list_images(face_folder)
+    dataset = FaceFolderDataset(files, image_size=SIZE, hole="random", hole_size=16, train=False)
+    holes = [dataset[i]["hole"] for i in range(3)]
+    assert torch.equal(holes[0], dataset[0]["hole"])  # fixed per validation example
+    assert not torch.equal(holes[0], holes[1])
+    for hole in holes:
+        assert 0 < int(hole.sum()) < SIZE * SIZE
+
+
+def test_face_errors_and_split(face_folder, tmp_path):
+    (tmp_path / "none").mkdir()
+    with pytest.raises(DatasetError, match="no images"):
+        list_images(tmp_path / "none")
+    with pytest.raises(DatasetError, match="does not exist"):
+        list_images(tmp_path / "absent")
+    (face_folder / "broken.png").write_bytes(b"\x89PNG not really")
+    dataset = FaceFolderDataset(list_images(face_folder), image_size=SIZE, hole_size=8)
+    with pytest.raises(DatasetError, match="broken.png"):
+        [dataset[i] for i in range(len(dataset))]
+    (face_folder / "broken.png").unlink()
+    config = config_from_dict({
+        "task": "inpainting",
+        "data": {"root": str(tmp_path), "train": "faces", "val": None, "val_fraction": 0.3,
+                 "image_size": SIZE, "hole_size": 8},
+        "model": {"critic_num_down": 3},
+    })
+    train, val = face_datasets(config)
+    assert len(train) + len(val) == 3 and len(val) == 1
+    assert not set(train.files) & set(val.files)
+
+
+def test_demo_faces(tmp_path):
+    from training.datasets import main
+
+    assert main(["faces-demo", "--out", str(tmp_path / "demo"), "--val", "5"]) == 0
+    assert len(list_images(tmp_path / "demo" / "train")) == 95
+    assert len(list_images(tmp_path / "demo" / "val")) == 5

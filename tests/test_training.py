@@ -1,0 +1,263 @@
+"""Training pipeline on CPU: smoke configs train, resume, export and sample through the plugin."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from napari_rcgan.io import FastMRIFile
+from napari_rcgan.physics.fft import fft2c
+from napari_rcgan.sampler import PosteriorSampler
+from napari_rcgan.weights import read_metadata
+from training import losses
+from training.config import config_from_dict
+from training.datasets import RcGANDataModule, write_demo_faces
+from training.export import export_checkpoint
+from training.export import main as export_main
+from training.module import RcGANModule, TrainingDiverged
+from training.simulate import simulate_volume_file
+from training.train import build_trainer, run
+from training.train import main as train_main
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+SIZE = 32
+
+
+def _simulate(path: Path, slices, seed: int) -> None:
+    options = dict(coils=8, kspace_shape=(SIZE, SIZE), image_size=SIZE, seed=seed, compact=True)
+    try:
+        simulate_volume_file(path, "colin27", slice_indices=slices, **options)
+    except FileNotFoundError:  # Colin27 (Debian mricron-data) not installed
+        simulate_volume_file(path, "mni152", slice_indices=slices, **options)
+
+
+@pytest.fixture(scope="module")
+def mri_root(tmp_path_factory) -> Path:
+    """Compact 32×32 simulated volumes: train 2×4 slices, val 1×4, test 1×2."""
+    root = tmp_path_factory.mktemp("smoke-mri")
+    _simulate(root / "train" / "file_brain_AXT2_sim_train_0.h5", range(60, 64), 1)
+    _simulate(root / "train" / "file_brain_AXT2_sim_train_1.h5", range(70, 74), 2)
+    _simulate(root / "val" / "file_brain_AXT2_sim_val_0.h5", range(80, 84), 3)
+    _simulate(root / "test" / "file_brain_AXT2_sim_test_0.h5", range(90, 92), 4)
+    return root
+
+
+def _config_file(tmp_path: Path, name: str, root: Path, **overrides) -> Path:
+    values = yaml.safe_load((CONFIGS / name).read_text())
+    values["data"]["root"] = str(root)
+    for section, changes in overrides.items():
+        values.setdefault(section, {}).update(changes) if isinstance(changes, dict) else (
+            values.__setitem__(section, changes)
+        )
+    path = tmp_path / f"{name}"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def _train(config: Path, out: Path, *extra: str):
+    return run(["--config", str(config), "--out", str(out), "--no-progress-bar", *extra])
+
+
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before")
+def test_smoke_mri_trains_resumes_exports_and_samples(mri_root, tmp_path, capsys):
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root)
+    out = tmp_path / "run"
+    trainer = _train(config, out, "--max-steps", "3")
+    module = trainer.lightning_module
+    assert module.iteration == 3 and module.batches_this_run == 3
+    assert trainer.global_step == 3 * 2  # one critic + one generator optimizer step per batch
+    assert (out / "last.ckpt").is_file() and (out / "config.yaml").is_file()
+    assert list((out / "csv").glob("version_*/metrics.csv"))
+    assert list((out / "tensorboard").glob("version_*/events.*"))
+    assert not list(out.glob(".*.tmp"))
+
+    # A finished run is not overwritten; --resume needs a checkpoint.
+    assert train_main(["--config", str(config), "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "new"), "--resume"]) == 2
+    assert train_main(["--config", str(config), "--out", str(out), "--resume",
+                       "--set", "model.base_width=4"]) == 2
+    assert "model.base_width = 8" in capsys.readouterr().err
+
+    # Resume: the global step continues (epoch 0 ends at iteration 4 with a β_SD update).
+    trainer = _train(config, out, "--max-steps", "5", "--resume")
+    module = trainer.lightning_module
+    assert module.batches_this_run == 2 and module.iteration == 5
+    checkpoint = torch.load(out / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 10
+    history = checkpoint["rcgan"]["beta_sd_history"]
+    assert len(history) == 1 and history[0]["epoch"] == 0 and history[0]["iteration"] == 4
+    assert history[0]["beta_sd_before"] == pytest.approx(losses.beta_sd_nominal(2))
+    assert checkpoint["rcgan"]["beta_sd"] == pytest.approx(history[0]["beta_sd"])
+    assert checkpoint["rcgan"]["val_metrics"]["examples"] == 4
+
+    # Export: generator + metadata readable by the plugin.
+    weights = tmp_path / "smoke.safetensors"
+    assert export_main([str(out / "last.ckpt"), str(weights)]) == 0
+    metadata = read_metadata(weights)
+    assert metadata.task == "mri" and metadata.image_size == [SIZE, SIZE]
+    assert metadata.channels == 8 and metadata.base_width == 8 and metadata.num_pool_layers == 2
+    assert metadata.masks == ["gro"] and metadata.acceleration == [4.0, 4.0]
+    assert metadata.beta_sd == pytest.approx(history[0]["beta_sd"])
+    assert metadata.training["beta_sd_history"] == history
+    assert metadata.training["config"]["train"]["p_train"] == 2
+    assert "simulated k-space from real anatomy" in " ".join(
+        metadata.training["dataset"]["train"]["provenance"]
+    )
+    assert "psnr_8" in metadata.metrics
+    from napari_rcgan.cli import main as cli_main
+
+    assert cli_main(["info", str(weights)]) in (0, None)
+    assert "beta_SD" in capsys.readouterr().out
+
+    # Sampling with data consistency: the sampled k-space lines equal the measurement.
+    sampler = PosteriorSampler(weights, device="cpu")
+    volume = FastMRIFile.open(mri_root / "test" / "file_brain_AXT2_sim_test_0.h5")
+    measurement = sampler.measure_mri(volume.read_kspace(1), R=4, mask_kind="gro")
+    result = sampler.sample(measurement, P=3, seed=0)
+    assert result.images.shape == (3, 8, SIZE, SIZE)
+    sampled = measurement.mask_tensor
+    kspace = fft2c(result.images)
+    measured = measurement.measured_kspace
+    scale = float(measured.abs().max())
+    assert float((kspace[..., sampled] - measured[..., sampled]).abs().max()) < 1e-5 * scale
+    assert float((kspace[..., ~sampled]).abs().max()) > 0
+
+
+def _module(root: Path, **train) -> tuple[RcGANModule, dict]:
+    values = yaml.safe_load((CONFIGS / "smoke-mri.yaml").read_text())
+    values["data"]["root"] = str(root)
+    values["train"].update(train)
+    config = config_from_dict(values)
+    data = RcGANDataModule(config)
+    batch = next(iter(data.val_dataloader()))
+    return RcGANModule(config), batch
+
+
+def test_module_outputs_are_data_consistent(mri_root):
+    module, batch = _module(mri_root)
+    samples = module.generate(batch, 2)
+    assert samples.shape == (2, 2, 16, SIZE, SIZE)
+    std = batch["std"].reshape(-1, 1, 1, 1, 1)
+    mean = batch["mean"].reshape(-1, 1, 1, 1, 1)
+    channels = samples * std + mean
+    images = torch.complex(channels[:, :, :8], channels[:, :, 8:])
+    kspace = fft2c(images)
+    mask = batch["mask"][:, None, None].expand_as(kspace)
+    measured = batch["kspace"][:, None].expand_as(kspace)
+    assert float((kspace[mask] - measured[mask]).abs().max().detach()) < 1e-4
+
+
+class _NoiseBlind(nn.Module):
+    """A 'generator' that ignores the code vector: every sample equals the input."""
+
+    def forward(self, x):
+        return x[:, :16] * 1.0
+
+
+class _NoiseOnly(nn.Module):
+    """A 'generator' dominated by the code vector: samples differ wildly."""
+
+    def forward(self, x):
+        return 50 * x[:, 16:17].expand(-1, 16, -1, -1)
+
+
+@pytest.mark.parametrize("generator, grows", [(_NoiseBlind(), True), (_NoiseOnly(), False)])
+def test_beta_sd_update_direction(mri_root, generator, grows):
+    module, batch = _module(mri_root)
+    module.generator = generator
+    before = module.beta_sd
+    assert before == pytest.approx(losses.beta_sd_nominal(2))
+    module.on_validation_epoch_start()
+    module.validation_step(batch, 0)
+    module.on_validation_epoch_end()
+    ratio = module.val_metrics["e1_over_ep_db"]
+    target = 10 * math.log10(2 * 8 / 9)
+    assert (ratio < target) == grows
+    assert (module.beta_sd > before) == grows
+    assert module.beta_sd_history[-1]["beta_sd"] == module.beta_sd
+    expected = losses.update_beta_sd(
+        before, module.val_metrics["e1"], module.val_metrics["e8"], 8,
+        beta_sd_n=losses.beta_sd_nominal(2),
+    )
+    assert module.beta_sd == pytest.approx(expected)
+
+
+def test_beta_sd_fixed_without_autotune_and_for_baselines(mri_root):
+    module, batch = _module(mri_root, beta_sd_autotune=False, beta_sd=0.5)
+    module.generator = _NoiseBlind()
+    module.on_validation_epoch_start()
+    module.validation_step(batch, 0)
+    module.on_validation_epoch_end()
+    assert module.beta_sd == 0.5 and module.beta_sd_history == []
+
+
+def test_nan_guard_stops_the_run(mri_root, tmp_path):
+    config = config_from_dict({
+        **yaml.safe_load((CONFIGS / "smoke-mri.yaml").read_text()),
+        "data": {**yaml.safe_load((CONFIGS / "smoke-mri.yaml").read_text())["data"],
+                 "root": str(mri_root)},
+    })
+    module = RcGANModule(config)
+    with torch.no_grad():
+        next(module.generator.parameters()).fill_(float("nan"))
+    args = argparse.Namespace(devices=1, num_nodes=1, accelerator="cpu", max_steps=2,
+                              no_progress_bar=True)
+    config.train.num_sanity_val_steps = 0
+    trainer = build_trainer(config, tmp_path / "nan", args)
+    with pytest.raises(TrainingDiverged) as error:
+        trainer.fit(module, datamodule=RcGANDataModule(config))
+    message = str(error.value)
+    assert "diverged" in message and "nan" in message.lower() and "iteration 0" in message
+    assert "--resume" in message
+
+
+@pytest.mark.parametrize("method", ["adler", "ohayon"])
+def test_baselines_train(mri_root, tmp_path, method):
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, method=method)
+    trainer = _train(config, tmp_path / method, "--max-steps", "1")
+    module = trainer.lightning_module
+    assert module.iteration == 1
+    expected = (3 if method == "adler" else 2) * 16
+    assert module.critic.initial_layers[0].in_channels == expected
+    assert module.beta_sd_history == []
+    weights = export_checkpoint(tmp_path / method / "last.ckpt", tmp_path / f"{method}.safetensors")
+    assert read_metadata(weights).training["method"] == method
+
+
+def test_smoke_faces_trains_exports_and_samples(tmp_path):
+    import numpy as np
+
+    from napari_rcgan.physics.inpainting import center_square_hole
+
+    root = write_demo_faces(tmp_path / "faces")
+    config = _config_file(tmp_path, "smoke-faces.yaml", root)
+    trainer = _train(config, tmp_path / "run", "--max-steps", "2")
+    assert trainer.lightning_module.iteration == 2
+    weights = export_checkpoint(tmp_path / "run" / "last.ckpt", tmp_path / "faces.safetensors")
+    metadata = read_metadata(weights)
+    assert metadata.task == "inpainting" and metadata.channels == 3
+    sampler = PosteriorSampler(weights, device="cpu")
+    image = np.random.default_rng(0).random((SIZE, SIZE, 3)).astype(np.float32)
+    hole = center_square_hole((SIZE, SIZE), 16)
+    result = sampler.sample(sampler.measure_inpainting(image, hole), P=2)
+    known = torch.from_numpy(~hole)
+    torch.testing.assert_close(result.images[..., known], sampler.measure_inpainting(
+        image, hole).image[..., known].expand(2, -1, -1))
+
+
+def test_export_rejects_non_checkpoints(tmp_path, capsys):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    assert export_main([str(bad), str(tmp_path / "out.safetensors")]) == 2
+    assert "bad.ckpt" in capsys.readouterr().err
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    assert export_main([str(tmp_path / "plain.ckpt"), str(tmp_path / "out.safetensors")]) == 2
+    assert "training config" in capsys.readouterr().err
+    assert not (tmp_path / "out.safetensors").exists()

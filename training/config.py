@@ -1,0 +1,536 @@
+"""Training configuration: YAML files loaded into validated dataclasses.
+
+A config has four top-level keys besides ``task``/``method``/``seed``: ``data``, ``model`` and
+``train`` (see the dataclasses below for every key, its default and its meaning). Every error —
+an unknown key, a wrong type, an impossible value (``P_train < 2``, ``R < 1``, a negative loss
+weight, ...), a missing data folder — is a :class:`ConfigError` whose message names the key and
+the file, raised before any training starts.
+
+Paths: ``data.train`` / ``data.val`` are folders; when relative they are taken relative to
+``data.root`` (if set), and a relative ``data.root`` relative to the current working directory.
+``python -m training.train --data-root DIR`` overrides ``data.root``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+TASKS = ("mri", "inpainting")
+METHODS = ("rcgan", "adler", "ohayon")
+MASK_KINDS = ("gro", "equispaced", "random")
+HOLE_KINDS = ("center", "random")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+ADV_SCHEDULE = "schedule"
+
+
+class ConfigError(ValueError):
+    """A training configuration is unreadable, has unknown keys or impossible values."""
+
+
+@dataclass
+class MaskConfig:
+    """MRI sampling masks.
+
+    Attributes:
+        kind: ``gro``, ``equispaced`` or ``random``, or a list of them (one is drawn uniformly
+            per training example: a mask-agnostic model).
+        R: one acceleration (e.g. ``4``), or ``[R_min, R_max]``: R drawn uniformly per training
+            example (validation examples use fixed, per-example draws).
+    """
+
+    kind: str | list[str] = "gro"
+    R: float | list[float] = 4.0
+
+    @property
+    def kinds(self) -> list[str]:
+        return [self.kind] if isinstance(self.kind, str) else list(self.kind)
+
+    @property
+    def r_range(self) -> tuple[float, float]:
+        if isinstance(self.R, list):
+            return float(self.R[0]), float(self.R[-1])
+        return float(self.R), float(self.R)
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how an example is made.
+
+    Attributes:
+        root: base folder of ``train``/``val`` (optional).
+        train: training folder (fastMRI ``.h5`` files for MRI; images for inpainting).
+        val: validation folder; ``null`` for inpainting takes ``val_fraction`` of ``train``.
+        image_size: side of the square images (MRI: the image-domain crop).
+        num_workers: DataLoader worker processes.
+        val_examples: use at most this many validation examples (``null``: all).
+        coils: MRI virtual coils after SVD compression.
+        acquisitions: MRI: keep volumes whose ``acquisition`` attribute is one of these
+            (empty list: all).
+        min_coils: MRI: keep volumes with at least this many coils.
+        min_width: MRI: keep volumes whose k-space has at least this many columns.
+        slices_per_volume: MRI: use the first N slices of each volume (``null``: all).
+        mask: MRI sampling masks (:class:`MaskConfig`).
+        channels: inpainting: 3 (colour) or 1 (grey).
+        hole: inpainting: ``center`` (the centred square) or ``random`` (random rectangles).
+        hole_size: inpainting: side of the centred square / largest random rectangle.
+        val_fraction: inpainting without ``val``: fraction of ``train`` held out.
+        flip: inpainting: random horizontal flips of training images.
+    """
+
+    root: str | None = None
+    train: str = "train"
+    val: str | None = "val"
+    image_size: int = 384
+    num_workers: int = 4
+    val_examples: int | None = None
+    coils: int = 8
+    acquisitions: list[str] = field(default_factory=lambda: ["AXT2"])
+    min_coils: int = 8
+    min_width: int = 384
+    slices_per_volume: int | None = 8
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    channels: int = 3
+    hole: str = "center"
+    hole_size: int = 128
+    val_fraction: float = 0.05
+    flip: bool = True
+
+    def folder(self, split: str) -> Path | None:
+        """The resolved folder of ``split`` (``"train"`` or ``"val"``), or None."""
+        value = self.train if split == "train" else self.val
+        if value is None:
+            return None
+        path = Path(os.path.expanduser(value))
+        if not path.is_absolute() and self.root is not None:
+            path = Path(os.path.expanduser(self.root)) / path
+        return path
+
+
+@dataclass
+class ModelConfig:
+    """Network sizes.
+
+    Attributes:
+        base_width: generator (residual UNet) width of the first level (128 in the paper).
+        num_pool_layers: generator depth (4 in the paper).
+        critic_width: critic width of the first layer (32 in the reference).
+        critic_num_down: critic pooling blocks (6 in the reference: 384 → 6);
+            ``image_size`` must be divisible by ``2**critic_num_down``.
+    """
+
+    base_width: int = 128
+    num_pool_layers: int = 4
+    critic_width: int = 32
+    critic_num_down: int = 6
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation.
+
+    Attributes:
+        epochs: training epochs.
+        batch_size: examples per device and step.
+        p_train: samples per example in the regulariser (P_train ≥ 2; 2 in the paper).
+        p_val: samples per validation example for the β_SD update (P_val, 8 in the paper).
+        lr, betas: Adam settings of both networks (1e-3, (0, 0.99) in the reference).
+        critic_lr: critic learning rate (default: ``lr``).
+        critic_steps: critic updates per generator update.
+        gp_weight: WGAN gradient-penalty weight (10).
+        drift_weight: critic drift-penalty weight (0.001).
+        adv_weight: β_adv: a number, or ``schedule`` (the reference MRI schedule by epoch,
+            :func:`training.losses.adversarial_weight`).
+        beta_sd: initial β_SD (default: β_SD^N of eq. 11).
+        beta_sd_autotune: update β_SD once per validation epoch by eq. (23) (rcgan only).
+        mu_sd: step μ_SD of eq. (23).
+        l2_weight: weight of L_2,P for ``method: ohayon``.
+        precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
+        checkpoint_every_n_steps: also write ``last.ckpt`` every N iterations (0: only at
+            epoch ends).
+        keep_epoch_checkpoints: keep ``epoch=NNN.ckpt`` of every epoch besides ``last.ckpt``.
+        log_every_n_steps: logging interval in iterations.
+        val_every_n_epochs: validation (and β_SD update) interval.
+        num_sanity_val_steps: validation batches run before training to catch errors early.
+    """
+
+    epochs: int = 100
+    batch_size: int = 9
+    p_train: int = 2
+    p_val: int = 8
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.0, 0.99])
+    critic_lr: float | None = None
+    critic_steps: int = 1
+    gp_weight: float = 10.0
+    drift_weight: float = 0.001
+    adv_weight: float | str = ADV_SCHEDULE
+    beta_sd: float | None = None
+    beta_sd_autotune: bool = True
+    mu_sd: float = 0.02
+    l2_weight: float = 1.0
+    precision: str = "32"
+    checkpoint_every_n_steps: int = 1000
+    keep_epoch_checkpoints: bool = False
+    log_every_n_steps: int = 50
+    val_every_n_epochs: int = 1
+    num_sanity_val_steps: int = 1
+
+
+@dataclass
+class Config:
+    """A whole training configuration (see the module docstring)."""
+
+    task: str = "mri"
+    method: str = "rcgan"
+    seed: int = 0
+    name: str = ""
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    source: str = field(default="<dict>", repr=False, compare=False)
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Optimizer steps Lightning counts per training batch (critic steps + 1 generator)."""
+        return self.train.critic_steps + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values.pop("source")
+        return values
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_config(
+    path: str | os.PathLike, check_paths: bool = False, overrides: Sequence[str] = ()
+) -> Config:
+    """Read and validate a YAML config.
+
+    Args:
+        path: the ``.yaml`` file.
+        check_paths: also check that the data folders exist (:func:`check_data_paths`).
+        overrides: ``KEY=VALUE`` strings applied before validation, e.g.
+            ``train.batch_size=4`` or ``data.mask.R=[2, 8]`` (values are parsed as YAML).
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or impossible value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    if values is None:
+        values = {}
+    if overrides and isinstance(values, dict):
+        apply_overrides(values, overrides, str(path))
+    config = config_from_dict(values, source=str(path))
+    if check_paths:
+        check_data_paths(config)
+    return config
+
+
+def apply_overrides(values: dict, overrides: Sequence[str], source: str = "<dict>") -> dict:
+    """Set ``KEY=VALUE`` overrides (dotted keys, YAML values) in nested ``values`` in place."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. train.batch_size=4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({error})") from error
+        parts = key.strip().split(".")
+        node = values
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{source}: override {item!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return values
+
+
+def config_from_dict(values: Any, source: str = "<dict>") -> Config:
+    """Build and validate a :class:`Config` from nested plain values."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: a config must be a mapping of keys, got {type(values).__name__}")
+    values = {key: value for key, value in values.items() if key != "source"}
+    config = _build(Config, values, "", source)
+    config.source = source
+    validate(config)
+    return config
+
+
+def _build(cls: type, values: Any, prefix: str, source: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(
+            f"{source}: {prefix.rstrip('.') or 'config'} must be a mapping, got {values!r}"
+        )
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.name != "source"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        name = f"{prefix}{unknown[0]}"
+        raise ConfigError(
+            f"{source}: unknown key {name!r}; expected one of "
+            f"{', '.join(prefix + key for key in sorted(known))}"
+        )
+    kwargs = {}
+    for key, value in values.items():
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}", source)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``hint``; convert ints to floats, numeric strings
+    (YAML 1.1 reads ``1e-3`` as a string) to numbers."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, f"{name}.", source)
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(f"{source}: {name} must not be null")
+        errors = []
+        # Prefer exact matches (a list for a list option, a string for a str option).
+        ordered = sorted(
+            (option for option in options if option is not type(None)),
+            key=lambda option: 0 if _matches_exactly(value, option) else 1,
+        )
+        for option in ordered:
+            try:
+                return _coerce(value, option, name, source)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise errors[0] if len(errors) == 1 else ConfigError(
+            f"{source}: {name} has an invalid value {value!r} (expected {_type_name(hint)})"
+        )
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {name} must be a list, got {value!r}")
+        return [_coerce(v, item, f"{name}[{i}]", source) for i, v in enumerate(value)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{source}: {name} must be a string, got {value!r}")
+    raise ConfigError(f"{source}: {name}: unsupported type {hint!r}")  # pragma: no cover
+
+
+def _matches_exactly(value: Any, option: Any) -> bool:
+    if typing.get_origin(option) is list:
+        return isinstance(value, list)
+    if option is str:
+        return isinstance(value, str)
+    if option in (int, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "")
+
+
+# ------------------------------------------------------------------------------------------
+# Validation
+
+
+def validate(config: Config) -> None:
+    """Check every value for consistency; raise :class:`ConfigError` naming the key."""
+    src = config.source
+    data, model, train = config.data, config.model, config.train
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{src}: {key} {message}")
+
+    if config.task not in TASKS:
+        fail("task", f"must be one of {', '.join(TASKS)}, got {config.task!r}")
+    if config.method not in METHODS:
+        fail("method", f"must be one of {', '.join(METHODS)}, got {config.method!r}")
+
+    positive_ints = {
+        "data.image_size": data.image_size,
+        "data.coils": data.coils,
+        "data.min_coils": data.min_coils,
+        "data.channels": data.channels,
+        "data.hole_size": data.hole_size,
+        "model.base_width": model.base_width,
+        "model.num_pool_layers": model.num_pool_layers,
+        "model.critic_width": model.critic_width,
+        "train.epochs": train.epochs,
+        "train.batch_size": train.batch_size,
+        "train.critic_steps": train.critic_steps,
+        "train.log_every_n_steps": train.log_every_n_steps,
+        "train.val_every_n_epochs": train.val_every_n_epochs,
+    }
+    for key, value in positive_ints.items():
+        if value < 1:
+            fail(key, f"must be at least 1, got {value}")
+    non_negative_ints = {
+        "data.num_workers": data.num_workers,
+        "data.min_width": data.min_width,
+        "model.critic_num_down": model.critic_num_down,
+        "train.checkpoint_every_n_steps": train.checkpoint_every_n_steps,
+        "train.num_sanity_val_steps": train.num_sanity_val_steps,
+    }
+    for key, value in non_negative_ints.items():
+        if value < 0:
+            fail(key, f"must be at least 0, got {value}")
+    for key, value in (("data.slices_per_volume", data.slices_per_volume),
+                       ("data.val_examples", data.val_examples)):
+        if value is not None and value < 1:
+            fail(key, f"must be at least 1 (or null for all), got {value}")
+    if model.base_width < 2:
+        fail("model.base_width", f"must be at least 2, got {model.base_width}")
+
+    if train.p_train < 2:
+        fail("train.p_train", f"(P_train) must be at least 2, got {train.p_train}")
+    if train.p_val < 2:
+        fail("train.p_val", f"(P_val) must be at least 2, got {train.p_val}")
+    weights = {
+        "train.gp_weight": train.gp_weight,
+        "train.drift_weight": train.drift_weight,
+        "train.mu_sd": train.mu_sd,
+        "train.l2_weight": train.l2_weight,
+    }
+    if train.beta_sd is not None:
+        weights["train.beta_sd"] = train.beta_sd
+    if isinstance(train.adv_weight, str) and train.adv_weight != ADV_SCHEDULE:
+        try:
+            train.adv_weight = float(train.adv_weight)
+        except ValueError:
+            pass
+    if not isinstance(train.adv_weight, str):
+        weights["train.adv_weight"] = train.adv_weight
+    elif train.adv_weight != ADV_SCHEDULE:
+        fail("train.adv_weight", f"must be a number or {ADV_SCHEDULE!r}, got {train.adv_weight!r}")
+    for key, value in weights.items():
+        if not math.isfinite(value) or value < 0:
+            fail(key, f"must be a non-negative number, got {value}")
+    for key, value in (("train.lr", train.lr), ("train.critic_lr", train.critic_lr)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            fail(key, f"must be a positive number, got {value}")
+    if len(train.betas) != 2 or not all(0 <= b < 1 for b in train.betas):
+        fail("train.betas", f"must be two Adam betas in [0, 1), got {train.betas}")
+    if train.precision not in PRECISIONS:
+        fail("train.precision", f"must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
+
+    size = data.image_size
+    if size % 2**model.critic_num_down:
+        fail(
+            "data.image_size",
+            f"({size}) must be divisible by 2**model.critic_num_down = "
+            f"{2**model.critic_num_down} (the critic halves it {model.critic_num_down} times)",
+        )
+    if data.train in (None, ""):
+        fail("data.train", "must name the training folder")
+
+    if config.task == "mri":
+        _validate_mri(config, fail)
+    else:
+        if data.channels not in (1, 3):
+            fail("data.channels", f"must be 1 (grey) or 3 (colour), got {data.channels}")
+        if data.hole not in HOLE_KINDS:
+            fail("data.hole", f"must be one of {', '.join(HOLE_KINDS)}, got {data.hole!r}")
+        if not data.hole_size < size:
+            fail("data.hole_size", f"({data.hole_size}) must be smaller than data.image_size ({size})")
+        if data.val is None and not 0 < data.val_fraction < 1:
+            fail("data.val_fraction", f"must be in (0, 1) when data.val is null, got {data.val_fraction}")
+
+
+def _validate_mri(config: Config, fail) -> None:
+    data = config.data
+    mask = data.mask
+    kinds = mask.kinds
+    if not kinds:
+        fail("data.mask.kind", "must name at least one mask kind")
+    for kind in kinds:
+        if kind not in MASK_KINDS:
+            fail("data.mask.kind", f"must be one of {', '.join(MASK_KINDS)}, got {kind!r}")
+    values = mask.R if isinstance(mask.R, list) else [mask.R]
+    if isinstance(mask.R, list) and len(mask.R) != 2:
+        fail("data.mask.R", f"must be one number or a range [R_min, R_max], got {mask.R}")
+    for value in values:
+        if not math.isfinite(value) or value < 1:
+            fail("data.mask.R", f"must be at least 1 (R = 1 is fully sampled), got {value}")
+    low, high = mask.r_range
+    if low > high:
+        fail("data.mask.R", f"range [{low}, {high}] must have R_min <= R_max")
+    if high > data.image_size / 4:
+        fail("data.mask.R", f"({high}) leaves fewer than 4 of the {data.image_size} k-space lines")
+    if "gro" in kinds and data.image_size < 32:
+        fail("data.image_size", f"must be at least 32 for GRO masks, got {data.image_size}")
+    if data.min_coils < data.coils:
+        fail(
+            "data.min_coils",
+            f"({data.min_coils}) must be at least data.coils ({data.coils}): volumes with fewer "
+            f"coils cannot be compressed to {data.coils} virtual coils",
+        )
+
+
+def check_data_paths(config: Config) -> None:
+    """Raise :class:`ConfigError` when a data folder of ``config`` is missing."""
+    splits = ["train"] + (["val"] if config.data.val is not None else [])
+    if config.task == "mri" and config.data.val is None:
+        raise ConfigError(
+            f"{config.source}: data.val must name a validation folder for MRI (the β_SD update "
+            "and the validation metrics need one)"
+        )
+    for split in splits:
+        folder = config.data.folder(split)
+        if not folder.exists():
+            hint = (
+                "; make a simulated one with `python -m training.simulate --out DIR` and pass "
+                "--data-root DIR"
+                if config.task == "mri"
+                else "; point it at a folder of face images (or `python -m training.datasets "
+                "faces-demo --out DIR`)"
+            )
+            raise ConfigError(
+                f"{config.source}: data.{split} folder {folder} does not exist{hint}"
+            )
+        if not folder.is_dir():
+            raise ConfigError(f"{config.source}: data.{split} {folder} is not a folder")

@@ -1,0 +1,577 @@
+"""Training data: fastMRI multicoil brain volumes and face-image folders.
+
+MRI (:class:`FastMRIDataset`): a folder of fastMRI multicoil ``.h5`` files (raw 768×396 files or
+compact ones, e.g. from ``python -m training.simulate``). Volumes are selected as in the paper
+(Section 4.2; every criterion configurable): ``acquisition`` attribute ``AXT2``, at least 8 coils,
+k-space width at least 384, the first 8 slices of each volume. Each slice is preprocessed exactly
+as :meth:`napari_rcgan.sampler.PosteriorSampler.measure_mri` does at inference (see
+:func:`preprocess_mri`): image-domain crop, SVD compression to 8 virtual coils, undersampling with
+a column mask (fixed GRO at one R, or kind and R drawn per example), normalisation by the mean/std
+of the zero-filled channels (applied to the target too).
+
+Inpainting (:class:`FaceFolderDataset`): every image in a folder (CelebA-HQ / FFHQ style, nested
+folders allowed), centre-cropped to a square and resized to the configured resolution, with the
+centred square hole or random rectangular holes; the network input is built by
+:class:`napari_rcgan.sampler.InpaintingMeasurement`, as in the plugin.
+
+Every problem with the data (missing or empty folder, unreadable file, file without ``kspace``,
+no volume passing the selection) raises :class:`DatasetError` (an
+:class:`napari_rcgan.errors.InputFileError`) naming the folder or file.
+
+``python -m training.datasets faces-demo --out DIR`` writes a tiny face folder (the 100 real
+25×25 LFW faces bundled with scikit-image) for the smoke configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from napari_rcgan.errors import InputFileError, MaskError, ParameterError, RcganError
+from napari_rcgan.io import HDF5_SUFFIXES, IMAGE_SUFFIXES, FastMRIFile
+from napari_rcgan.physics import transforms
+from napari_rcgan.physics.inpainting import center_square_hole
+from napari_rcgan.physics.masks import SamplingMask, column_mask
+from napari_rcgan.sampler import InpaintingMeasurement, MRIMeasurement
+from napari_rcgan.sampler import preprocess_mri as sampler_preprocess_mri
+
+
+class DatasetError(InputFileError):
+    """A data folder or file cannot be used for training; the message names it."""
+
+
+# ------------------------------------------------------------------------------------------
+# MRI
+
+
+def preprocess_mri(
+    kspace: torch.Tensor | np.ndarray,
+    image_size: tuple[int, int],
+    coils: int,
+    mask: SamplingMask,
+    source: str = "k-space",
+) -> MRIMeasurement:
+    """:func:`napari_rcgan.sampler.preprocess_mri`, its errors raised as :class:`DatasetError`."""
+    try:
+        return sampler_preprocess_mri(kspace, image_size, coils, mask, source)
+    except (ParameterError, MaskError) as error:
+        raise DatasetError(str(error)) from error
+
+
+def mri_example(measurement: MRIMeasurement) -> dict[str, torch.Tensor]:
+    """The tensors the training module needs from one measurement.
+
+    Returns:
+        ``input`` ``(2K, S, S)`` normalised zero-filled channels (generator input without noise,
+        critic condition); ``target`` ``(2K, S, S)`` normalised fully sampled channels;
+        ``kspace`` ``(K, S, S)`` complex64 measured k-space ``M ⊙ FFT(x)``; ``mask`` bool
+        ``(S, S)``; ``mean``/``std`` the normalisation (float32 scalars); ``R`` achieved R.
+    """
+    normalization = measurement.normalization
+    target = normalization.apply(transforms.complex_to_channels(measurement.target))
+    return {
+        "input": measurement.network_input().float().contiguous(),
+        "target": target.float().contiguous(),
+        "kspace": measurement.measured_kspace.to(torch.complex64).contiguous(),
+        "mask": measurement.mask_tensor.clone(),
+        "mean": torch.tensor(normalization.mean, dtype=torch.float32),
+        "std": torch.tensor(normalization.std, dtype=torch.float32),
+        "R": torch.tensor(measurement.mask.achieved_R, dtype=torch.float32),
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _deterministic_mask(shape: tuple[int, int], kind: str, R: float) -> SamplingMask:
+    return column_mask(shape, kind, R)
+
+
+def _require_folder(folder: str | os.PathLike, what: str) -> Path:
+    folder = Path(folder)
+    if not folder.exists():
+        raise DatasetError(f"{folder}: {what} folder does not exist")
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: {what} path is not a folder")
+    return folder
+
+
+def select_volumes(
+    folder: str | os.PathLike,
+    image_size: int = 384,
+    coils: int = 8,
+    acquisitions: Sequence[str] = ("AXT2",),
+    min_coils: int = 8,
+    min_width: int = 384,
+) -> tuple[list[FastMRIFile], list[tuple[Path, str]]]:
+    """The fastMRI volumes of ``folder`` that pass the selection, and why the others do not.
+
+    Returns:
+        ``(selected, skipped)``: opened files sorted by name; ``(path, reason)`` pairs.
+
+    Raises:
+        DatasetError: missing or empty folder, or no volume passing the selection (the message
+            lists why files were skipped).
+        InputFileError: a file is not HDF5, has no ``kspace`` or a malformed one (named).
+    """
+    folder = _require_folder(folder, "fastMRI data")
+    paths = sorted(
+        p for p in folder.iterdir()
+        if p.suffix.lower() in HDF5_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
+    if not paths:
+        raise DatasetError(f"{folder}: no .h5 files (expected fastMRI multicoil volumes)")
+    wanted = {a.upper() for a in acquisitions}
+    need_coils = max(min_coils, coils)
+    selected: list[FastMRIFile] = []
+    skipped: list[tuple[Path, str]] = []
+    for path in paths:
+        volume = FastMRIFile.open(path)
+        height, width = volume.kspace_shape
+        acquisition = str(volume.attrs.get("acquisition", ""))
+        if wanted and acquisition.upper() not in wanted:
+            found = acquisition or "no 'acquisition' attribute"
+            skipped.append((path, f"acquisition {found}, not {'/'.join(sorted(wanted))}"))
+        elif volume.num_coils < need_coils:
+            skipped.append((path, f"{volume.num_coils} coils, fewer than {need_coils}"))
+        elif width < min_width:
+            skipped.append((path, f"k-space width {width} < {min_width}"))
+        elif height < image_size or width < image_size:
+            skipped.append(
+                (path, f"k-space {height}x{width} smaller than the {image_size}² crop")
+            )
+        elif volume.num_slices < 1:
+            skipped.append((path, "no slices"))
+        else:
+            selected.append(volume)
+    if not selected:
+        reasons = "; ".join(f"{p.name}: {r}" for p, r in skipped[:5])
+        more = f" (and {len(skipped) - 5} more)" if len(skipped) > 5 else ""
+        raise DatasetError(
+            f"{folder}: none of the {len(paths)} .h5 files passes the selection "
+            f"({reasons}{more})"
+        )
+    return selected, skipped
+
+
+class FastMRIDataset(Dataset):
+    """Slices of fastMRI multicoil volumes, preprocessed like the plugin's sampler.
+
+    Args:
+        folder: folder of ``.h5`` files.
+        image_size: side of the square crop.
+        coils: virtual coils.
+        mask_kinds: mask kinds; one is drawn per example.
+        r_range: ``(R_min, R_max)``; R is drawn uniformly per example (fixed when equal).
+        acquisitions, min_coils, min_width: the volume selection (:func:`select_volumes`).
+        slices_per_volume: the first N slices of each volume (None: all).
+        train: draw masks at random (torch's RNG, seeded per worker by Lightning); otherwise
+            every example ``i`` always gets the same mask (from ``seed`` and ``i``).
+        seed: seed of the fixed per-example masks.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        image_size: int = 384,
+        coils: int = 8,
+        mask_kinds: Sequence[str] = ("gro",),
+        r_range: tuple[float, float] = (4.0, 4.0),
+        acquisitions: Sequence[str] = ("AXT2",),
+        min_coils: int = 8,
+        min_width: int = 384,
+        slices_per_volume: int | None = 8,
+        train: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.folder = Path(folder)
+        self.image_size = (int(image_size), int(image_size))
+        self.coils = int(coils)
+        self.mask_kinds = tuple(mask_kinds)
+        self.r_range = (float(r_range[0]), float(r_range[1]))
+        self.train = train
+        self.seed = int(seed)
+        self.volumes, self.skipped = select_volumes(
+            folder, image_size, coils, acquisitions, min_coils, min_width
+        )
+        self.entries: list[tuple[int, int]] = []
+        for number, volume in enumerate(self.volumes):
+            count = volume.num_slices
+            if slices_per_volume is not None:
+                count = min(count, slices_per_volume)
+            self.entries += [(number, index) for index in range(count)]
+        # Fail now, not in a worker, if the masks cannot be built at this size.
+        for kind in self.mask_kinds:
+            for R in self.r_range:
+                try:
+                    column_mask(self.image_size, kind, R)
+                except RcganError as error:
+                    raise DatasetError(f"{self.folder}: mask {kind} at R={R}: {error}") from error
+
+    @classmethod
+    def from_config(cls, config, split: str) -> FastMRIDataset:
+        data = config.data
+        return cls(
+            data.folder(split),
+            image_size=data.image_size,
+            coils=data.coils,
+            mask_kinds=data.mask.kinds,
+            r_range=data.mask.r_range,
+            acquisitions=data.acquisitions,
+            min_coils=data.min_coils,
+            min_width=data.min_width,
+            slices_per_volume=data.slices_per_volume,
+            train=split == "train",
+            seed=config.seed,
+        )
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.train:
+            return np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        return np.random.default_rng([self.seed, index])
+
+    def mask_for(self, index: int) -> SamplingMask:
+        """The mask of example ``index`` (random when training, fixed otherwise)."""
+        rng = self._rng(index)
+        kind = self.mask_kinds[int(rng.integers(len(self.mask_kinds)))]
+        low, high = self.r_range
+        R = low if low == high else float(rng.uniform(low, high))
+        if kind == "random":
+            return column_mask(self.image_size, kind, R, seed=int(rng.integers(2**31)))
+        if low == high:
+            return _deterministic_mask(self.image_size, kind, R)
+        return column_mask(self.image_size, kind, R)
+
+    def source(self, index: int) -> str:
+        number, slice_index = self.entries[index]
+        return f"{self.volumes[number].path} slice {slice_index}"
+
+    def measurement(self, index: int) -> MRIMeasurement:
+        number, slice_index = self.entries[index]
+        kspace = self.volumes[number].read_kspace(slice_index)
+        return preprocess_mri(
+            kspace, self.image_size, self.coils, self.mask_for(index), self.source(index)
+        )
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return mri_example(self.measurement(index))
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-value summary (stored in checkpoints and exported weights)."""
+        provenance = sorted({str(v.attrs["provenance"]) for v in self.volumes if "provenance" in v.attrs})
+        description: dict[str, Any] = {
+            "kind": "fastmri-multicoil",
+            "folder": str(self.folder),
+            "volumes": len(self.volumes),
+            "slices": len(self.entries),
+            "skipped_volumes": len(self.skipped),
+            "acquisitions": dict(Counter(str(v.attrs.get("acquisition", "?")) for v in self.volumes)),
+            "coils": sorted({v.num_coils for v in self.volumes}),
+            "kspace_shapes": sorted({"x".join(map(str, v.kspace_shape)) for v in self.volumes}),
+            "image_size": list(self.image_size),
+            "virtual_coils": self.coils,
+            "masks": list(self.mask_kinds),
+            "R": list(self.r_range),
+            "provenance": provenance or ["fastMRI (or other) multicoil k-space"],
+        }
+        manifest = self.folder.parent / "dataset.json"
+        if manifest.is_file():
+            try:
+                info = json.loads(manifest.read_text())
+                description["dataset_json"] = {
+                    key: info[key] for key in ("provenance", "sources", "contrast", "layout", "seed")
+                    if key in info
+                }
+            except (OSError, ValueError):
+                pass
+        return description
+
+
+# ------------------------------------------------------------------------------------------
+# Faces
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files under ``folder`` (recursively), sorted; raises when there are none."""
+    folder = _require_folder(folder, "image")
+    files = sorted(
+        p for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    if not files:
+        raise DatasetError(
+            f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}) found, recursively"
+        )
+    return files
+
+
+def load_face(path: Path, image_size: int, channels: int = 3) -> np.ndarray:
+    """An image as float32 ``(H, W, C)`` in [0, 1]: centre-cropped to a square, resized."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB" if channels == 3 else "L")
+            width, height = image.size
+            side = min(width, height)
+            left, top = (width - side) // 2, (height - side) // 2
+            image = image.crop((left, top, left + side, top + side))
+            if side != image_size:
+                image = image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+            array = np.asarray(image, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise DatasetError(f"{path}: not a readable image ({error})") from error
+    return array[..., None] if array.ndim == 2 else array
+
+
+def random_holes(
+    shape: tuple[int, int], max_size: int, rng: np.random.Generator, count: int | None = None
+) -> np.ndarray:
+    """1–3 random rectangles with sides in ``[max_size // 4, max_size]`` (bool ``(H, W)``)."""
+    height, width = shape
+    hole = np.zeros(shape, dtype=bool)
+    count = int(rng.integers(1, 4)) if count is None else count
+    low = max(1, max_size // 4)
+    for _ in range(count):
+        h = int(rng.integers(low, max_size + 1))
+        w = int(rng.integers(low, max_size + 1))
+        top = int(rng.integers(0, height - h + 1))
+        left = int(rng.integers(0, width - w + 1))
+        hole[top : top + h, left : left + w] = True
+    return hole
+
+
+class FaceFolderDataset(Dataset):
+    """Face images with a hole, for the inpainting generator.
+
+    Args:
+        files: image paths (see :func:`list_images`).
+        image_size: side of the square the images are resized to.
+        channels: 3 (colour) or 1 (grey).
+        hole: ``"center"`` (centred square of side ``hole_size``) or ``"random"`` rectangles.
+        flip: random horizontal flips (training only).
+        train: random holes/flips from torch's RNG; otherwise fixed per example.
+        seed: seed of the fixed per-example holes.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[Path],
+        image_size: int = 256,
+        channels: int = 3,
+        hole: str = "center",
+        hole_size: int = 128,
+        flip: bool = False,
+        train: bool = True,
+        seed: int = 0,
+        folder: str | os.PathLike | None = None,
+    ) -> None:
+        if not files:
+            raise DatasetError(f"{folder or 'face dataset'}: no images")
+        if hole not in ("center", "random"):
+            raise ParameterError(f"hole must be 'center' or 'random', got {hole!r}")
+        self.files = list(files)
+        self.image_size = int(image_size)
+        self.channels = int(channels)
+        self.hole = hole
+        self.hole_size = int(hole_size)
+        self.flip = flip
+        self.train = train
+        self.seed = int(seed)
+        self.folder = Path(folder) if folder is not None else Path(os.path.commonpath(self.files))
+        self._center = center_square_hole((self.image_size,) * 2, self.hole_size)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.train:
+            return np.random.default_rng(int(torch.randint(0, 2**62, ())))
+        return np.random.default_rng([self.seed, index])
+
+    def hole_for(self, index: int) -> np.ndarray:
+        if self.hole == "center":
+            return self._center
+        return random_holes((self.image_size,) * 2, self.hole_size, self._rng(index))
+
+    def measurement(self, index: int) -> InpaintingMeasurement:
+        image = load_face(self.files[index], self.image_size, self.channels)
+        if self.train and self.flip and bool(torch.rand(()) < 0.5):
+            image = image[:, ::-1]
+        tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
+        return InpaintingMeasurement(tensor, self.hole_for(index))
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        measurement = self.measurement(index)
+        return {
+            "input": measurement.network_input().float(),
+            "target": (2 * measurement.image - 1).float(),
+            "hole": torch.from_numpy(np.array(measurement.hole, dtype=bool)),
+            "image": measurement.image.float(),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": "image-folder",
+            "folder": str(self.folder),
+            "images": len(self.files),
+            "image_size": [self.image_size, self.image_size],
+            "channels": self.channels,
+            "hole": self.hole,
+            "hole_size": self.hole_size,
+        }
+
+
+def face_datasets(config) -> tuple[FaceFolderDataset, FaceFolderDataset]:
+    """Training and validation face datasets of a config (``data.val`` or a held-out part)."""
+    data = config.data
+    train_folder = data.folder("train")
+    files = list_images(train_folder)
+    if data.val is not None:
+        val_files = list_images(data.folder("val"))
+        val_folder = data.folder("val")
+    else:
+        if len(files) < 2:
+            raise DatasetError(f"{train_folder}: need at least 2 images to hold out a validation set")
+        order = np.random.default_rng(config.seed).permutation(len(files))
+        count = min(len(files) - 1, max(1, round(data.val_fraction * len(files))))
+        held = set(order[:count].tolist())
+        val_files = [f for i, f in enumerate(files) if i in held]
+        files = [f for i, f in enumerate(files) if i not in held]
+        val_folder = train_folder
+    common = dict(
+        image_size=data.image_size, channels=data.channels, hole=data.hole,
+        hole_size=data.hole_size, seed=config.seed,
+    )
+    train = FaceFolderDataset(files, flip=data.flip, train=True, folder=train_folder, **common)
+    val = FaceFolderDataset(val_files, flip=False, train=False, folder=val_folder, **common)
+    return train, val
+
+
+# ------------------------------------------------------------------------------------------
+# Both
+
+
+def build_datasets(config) -> tuple[Dataset, Dataset]:
+    """``(train, val)`` datasets of a config; validation limited to ``data.val_examples``."""
+    if config.task == "mri":
+        if config.data.val is None:
+            raise DatasetError(f"{config.source}: data.val must name a validation folder for MRI")
+        train = FastMRIDataset.from_config(config, "train")
+        val = FastMRIDataset.from_config(config, "val")
+    else:
+        train, val = face_datasets(config)
+    return train, val
+
+
+def _limit(dataset: Dataset, count: int | None) -> Dataset:
+    if count is None or count >= len(dataset):
+        return dataset
+    return Subset(dataset, range(count))
+
+
+try:  # Lightning is a training dependency; keep the datasets importable without it.
+    import lightning as L
+
+    _DataModuleBase = L.LightningDataModule
+except ImportError:  # pragma: no cover
+    _DataModuleBase = object
+
+
+class RcGANDataModule(_DataModuleBase):
+    """Lightning data module of a config: scans the folders once (:meth:`setup`)."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        self.config = config
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is None:
+            self.train_set, self.val_set = build_datasets(self.config)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        data = self.config.data
+        batch = self.config.train.batch_size
+        return DataLoader(
+            dataset,
+            batch_size=batch,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) >= batch,
+            num_workers=data.num_workers,
+            persistent_workers=data.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(_limit(self.val_set, self.config.data.val_examples), shuffle=False)
+
+    def describe(self) -> dict[str, Any]:
+        self.setup()
+        val = self.val_set.describe()
+        if self.config.data.val_examples is not None:
+            val["used_examples"] = min(len(self.val_set), self.config.data.val_examples)
+        return {"train": self.train_set.describe(), "val": val}
+
+
+# ------------------------------------------------------------------------------------------
+# Command line
+
+
+def write_demo_faces(out: str | os.PathLike, val_count: int = 10) -> Path:
+    """Write the 100 real LFW faces of ``skimage.data.lfw_subset()`` as PNGs.
+
+    ``OUT/train`` gets the first ``100 - val_count``, ``OUT/val`` the rest. 25×25 grey faces:
+    enough to exercise the pipeline, not to train a useful model.
+    """
+    from PIL import Image
+    from skimage.data import lfw_subset
+
+    out = Path(out)
+    faces = lfw_subset()[:100]  # the first 100 images of the subset are faces
+    for number, face in enumerate(faces):
+        split = "train" if number < len(faces) - val_count else "val"
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = np.clip(np.round(face * 255), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"lfw_{number:03d}.png")
+    (out / "README.txt").write_text(
+        "100 real 25x25 grey faces from skimage.data.lfw_subset() (Labeled Faces in the Wild); "
+        "demo/smoke data only.\n"
+    )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.datasets")
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("faces-demo", help="write a tiny face folder (LFW subset)")
+    demo.add_argument("--out", required=True, type=Path)
+    demo.add_argument("--val", type=int, default=10, help="validation images (default 10)")
+    args = parser.parse_args(argv)
+    if args.command == "faces-demo":
+        path = write_demo_faces(args.out, args.val)
+        print(f"wrote {path}/train and {path}/val")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,372 @@
+"""The rcGAN LightningModule: generator + critic with the paper's losses and its baselines.
+
+Per training batch (manual optimisation, critic first as in the reference implementation):
+
+1. critic (``train.critic_steps`` times): WGAN loss ``mean D(x̂, y) − mean D(x, y)`` + gradient
+   penalty (weight 10) + drift penalty (0.001); for ``method: adler`` the three-input loss of
+   eq. (5) with its penalties;
+2. generator: ``β_adv·L_adv + L_1,P − β_SD·L_SD,P`` with P = ``train.p_train`` samples per example
+   (``rcgan``, eqs. 6–9); ``β_adv·L_adv + λ·L_2,P`` (``ohayon``, eq. 14); ``β_adv·L_adv^adler``
+   (``adler``, eq. 5).
+
+Generator outputs are made data consistent before any loss, exactly as the plugin's sampler
+finishes them (:meth:`napari_rcgan.sampler.MRIMeasurement.finish`): un-normalise, replace the
+k-space on the sampled lines by the measurement, normalise again. For inpainting the known pixels
+are restored. Losses are computed on the normalised channels the generator produces.
+
+Once per validation epoch β_SD is updated by eq. (23) from Ê_1 and Ê_Pval (eqs. 21–22, P_val = 8,
+on the normalised channels, summed over the whole validation set and all DDP ranks). Its history,
+the latest validation metrics and the dataset description are stored in every checkpoint (key
+``"rcgan"``) and end up in the exported weights. A NaN or infinite loss stops the run with
+:class:`TrainingDiverged` before the bad step is taken.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from napari_rcgan.models import Critic
+from napari_rcgan.physics import transforms
+from napari_rcgan.weights import NOISE_CHANNELS, WeightsMetadata, build_generator
+from training import losses
+from training.config import ADV_SCHEDULE, Config, config_from_dict
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN or infinite; the message says where and what to try."""
+
+
+def weights_metadata(config: Config, **extra: Any) -> WeightsMetadata:
+    """The :class:`WeightsMetadata` describing the generator of ``config``."""
+    data, model = config.data, config.model
+    size = [data.image_size, data.image_size]
+    if config.task == "mri":
+        return WeightsMetadata(
+            task="mri", image_size=size, channels=data.coils, base_width=model.base_width,
+            num_pool_layers=model.num_pool_layers, masks=list(data.mask.kinds),
+            acceleration=list(data.mask.r_range), **extra,
+        )
+    return WeightsMetadata(
+        task="inpainting", image_size=size, channels=data.channels, base_width=model.base_width,
+        num_pool_layers=model.num_pool_layers, **extra,
+    )
+
+
+def _psnr(estimate: Tensor, reference: Tensor) -> Tensor:
+    """Per-example PSNR (dB) of ``(B, H, W)`` images, peak = the reference's maximum."""
+    mse = (estimate - reference).pow(2).flatten(1).mean(1)
+    peak = reference.flatten(1).amax(1)
+    return 10 * torch.log10(peak.pow(2) / mse.clamp_min(1e-20))
+
+
+class RcGANModule(L.LightningModule):
+    """Generator + critic trained with rcGAN (or a baseline) losses.
+
+    Args:
+        config: a :class:`Config` or its ``to_dict()``.
+        dataset: description of the training data (stored in checkpoints and exports).
+    """
+
+    def __init__(self, config: Config | dict, dataset: dict | None = None) -> None:
+        super().__init__()
+        self.config = config if isinstance(config, Config) else config_from_dict(config)
+        self.save_hyperparameters({"config": self.config.to_dict(), "dataset": dataset or {}})
+        self.dataset_description = dataset or {}
+        self.automatic_optimization = False
+        cfg = self.config
+        self.metadata = weights_metadata(cfg)
+        self.generator = build_generator(self.metadata)
+        size = (cfg.data.image_size, cfg.data.image_size)
+        condition = self.metadata.in_channels - NOISE_CHANNELS
+        images = self.metadata.out_channels * (2 if cfg.method == "adler" else 1)
+        self.critic = Critic(
+            images + condition, size, cfg.model.critic_width, cfg.model.critic_num_down
+        )
+        self.beta_sd_nominal = losses.beta_sd_nominal(cfg.train.p_train)
+        self.beta_sd = (
+            self.beta_sd_nominal if cfg.train.beta_sd is None else float(cfg.train.beta_sd)
+        )
+        self.beta_sd_history: list[dict[str, float]] = []
+        self.val_metrics: dict[str, float] = {}
+        self.batches_this_run = 0
+        self._val_sums: Tensor | None = None
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate(self, batch: dict[str, Tensor], count: int) -> Tensor:
+        """``count`` data-consistent samples per example: ``(B, count, C_out, H, W)``."""
+        conditioning = batch["input"]
+        size, height, width = conditioning.shape[0], *conditioning.shape[-2:]
+        repeated = conditioning.repeat_interleave(count, dim=0)
+        noise = torch.randn(
+            size * count, NOISE_CHANNELS, height, width,
+            device=conditioning.device, dtype=conditioning.dtype,
+        )
+        output = self.generator(torch.cat([repeated, noise], dim=1))
+        output = output.float().reshape(size, count, *output.shape[1:])
+        return self.consistent(output, batch)
+
+    def consistent(self, output: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Data consistency on ``(B, P, C, H, W)`` normalised outputs (see the module doc)."""
+        if self.config.task == "mri":
+            with torch.autocast(device_type=output.device.type, enabled=False):
+                shape = (-1, 1, 1, 1, 1)
+                mean = batch["mean"].float().reshape(shape)
+                std = batch["std"].float().reshape(shape)
+                images = transforms.channels_to_complex(output.float() * std + mean)
+                kspace = batch["kspace"][:, None]
+                mask = batch["mask"][:, None, None]
+                images = transforms.data_consistency(images, kspace, mask)
+                return (transforms.complex_to_channels(images) - mean) / std
+        hole = batch["hole"][:, None, None]
+        return torch.where(hole, output, batch["target"][:, None].to(output.dtype))
+
+    def display(self, channels: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Images users see, ``(B, ..., H, W)`` (RSS magnitude for MRI, grey level for faces)
+        from normalised channels ``(B, ..., C, H, W)``."""
+        if self.config.task == "mri":
+            shape = (-1,) + (1,) * (channels.ndim - 1)
+            mean = batch["mean"].float().reshape(shape)
+            std = batch["std"].float().reshape(shape)
+            return transforms.rss(transforms.channels_to_complex(channels.float() * std + mean))
+        return ((channels.float() + 1) / 2).clamp(0, 1).mean(dim=-3)
+
+    # -- losses -------------------------------------------------------------------------------
+
+    @property
+    def iteration(self) -> int:
+        """Training batches done (Lightning's global_step counts every optimizer step)."""
+        return self.global_step // self.config.steps_per_iteration
+
+    def adversarial_weight(self) -> float:
+        value = self.config.train.adv_weight
+        if value == ADV_SCHEDULE:
+            return losses.adversarial_weight(self.current_epoch)
+        return float(value)
+
+    def critic_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        train = self.config.train
+        target, condition = batch["target"], batch["input"]
+        with torch.no_grad():
+            fakes = self.generate(batch, 2 if self.config.method == "adler" else 1)
+        if self.config.method == "adler":
+            return losses.adler_critic_loss(
+                self.critic, target, fakes[:, 0], fakes[:, 1], condition,
+                gp_weight=train.gp_weight, drift_weight=train.drift_weight,
+            )
+        fake = fakes[:, 0]
+        real_scores = self.critic(target, condition)
+        fake_scores = self.critic(fake, condition)
+        return (
+            losses.critic_wasserstein_loss(real_scores, fake_scores)
+            + losses.gradient_penalty(self.critic, target, fake, condition, train.gp_weight)
+            + losses.drift_penalty(real_scores, train.drift_weight)
+        )
+
+    def generator_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+        train = self.config.train
+        target, condition = batch["target"], batch["input"]
+        samples = self.generate(batch, train.p_train)
+        beta_adv = self.adversarial_weight()
+        if self.config.method == "adler":
+            adversarial = losses.adler_generator_loss(
+                self.critic, target, samples[:, 0], samples[:, 1], condition
+            )
+            regularizer = torch.zeros((), device=samples.device)
+        else:
+            count = samples.shape[1]
+            scores = self.critic(
+                samples.flatten(0, 1), condition.repeat_interleave(count, dim=0)
+            )
+            adversarial = losses.generator_adversarial_loss(scores)
+            if self.config.method == "ohayon":
+                regularizer = train.l2_weight * losses.l2_p_loss(samples, target)
+            else:
+                regularizer = losses.rcgan_regularizer(samples, target, self.beta_sd)
+        loss = beta_adv * adversarial + regularizer
+        parts = {"adversarial": adversarial.detach(), "regularizer": regularizer.detach()}
+        if self.config.method == "rcgan":
+            parts["l1"] = losses.l1_p_loss(samples.detach(), target)
+            parts["sd"] = losses.sd_reward(samples.detach())
+        return loss, parts
+
+    def _guard(self, loss: Tensor, what: str) -> None:
+        """Stop the run (on every rank) when ``loss`` is not finite."""
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if self._trainer is not None:
+            bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
+            where = ""
+            if self._trainer is not None:
+                where = (
+                    f" at iteration {self.iteration} (epoch {self.current_epoch}); "
+                    f"the weights were not updated and {self.trainer.default_root_dir}/last.ckpt "
+                    "holds the last good checkpoint"
+                )
+            raise TrainingDiverged(
+                f"training diverged: the {what} is {float(loss.detach().float()):g}{where}. "
+                "Try a lower learning rate (train.lr), precision 32, or check the data; resume "
+                "from last.ckpt with --resume"
+            )
+
+    # -- Lightning hooks ------------------------------------------------------------------------
+
+    def configure_optimizers(self):
+        train = self.config.train
+        betas = tuple(train.betas)
+        generator = torch.optim.Adam(self.generator.parameters(), lr=train.lr, betas=betas)
+        critic = torch.optim.Adam(
+            self.critic.parameters(), lr=train.critic_lr or train.lr, betas=betas
+        )
+        return [generator, critic]
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        generator_opt, critic_opt = self.optimizers()
+        self.toggle_optimizer(critic_opt)
+        for _ in range(self.config.train.critic_steps):
+            critic_loss = self.critic_loss(batch)
+            self._guard(critic_loss, "critic loss")
+            critic_opt.zero_grad(set_to_none=True)
+            self.manual_backward(critic_loss)
+            critic_opt.step()
+        self.untoggle_optimizer(critic_opt)
+
+        self.toggle_optimizer(generator_opt)
+        generator_loss, parts = self.generator_loss(batch)
+        self._guard(generator_loss, "generator loss")
+        generator_opt.zero_grad(set_to_none=True)
+        self.manual_backward(generator_loss)
+        generator_opt.step()
+        self.untoggle_optimizer(generator_opt)
+        self.batches_this_run += 1
+
+        size = batch["target"].shape[0]
+        self.log("train/g_loss", generator_loss.detach(), prog_bar=True, batch_size=size)
+        self.log("train/d_loss", critic_loss.detach(), prog_bar=True, batch_size=size)
+        for name, value in parts.items():
+            self.log(f"train/{name}", value, batch_size=size)
+        self.log("train/beta_adv", self.adversarial_weight(), batch_size=size)
+        self.log("train/beta_sd", self.beta_sd, prog_bar=True, batch_size=size)
+        self.log("train/iteration", float(self.iteration), batch_size=size)
+        return generator_loss.detach()
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = torch.zeros(7, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        p_val = self.config.train.p_val
+        samples = self.generate(batch, p_val)
+        target = batch["target"].float()
+        size = target.shape[0]
+        e1, ep = losses.e1_ep_from_samples(samples, target)
+        shown = self.display(samples, batch)  # (B, P, H, W)
+        reference = self.display(target, batch)  # (B, H, W)
+        average = shown.mean(dim=1)
+        psnr_1 = _psnr(shown[:, 0], reference)
+        psnr_p = _psnr(average, reference)
+        ssim = self._ssim(average, reference)
+        apsd = shown.std(dim=1, unbiased=False).flatten(1).mean(1)
+        values = torch.stack([
+            torch.tensor(e1 * size, device=self.device, dtype=torch.float64),
+            torch.tensor(ep * size, device=self.device, dtype=torch.float64),
+            torch.tensor(float(size), device=self.device, dtype=torch.float64),
+            psnr_1.sum().double(), psnr_p.sum().double(), ssim.sum().double(),
+            apsd.sum().double(),
+        ])
+        self._val_sums += values
+
+    @staticmethod
+    def _ssim(estimate: Tensor, reference: Tensor) -> Tensor:
+        from torchmetrics.functional.image import structural_similarity_index_measure
+
+        peak = reference.flatten(1).amax(1).clamp_min(1e-12).reshape(-1, 1, 1, 1)
+        return structural_similarity_index_measure(
+            (estimate[:, None] / peak).clamp(0, 1), reference[:, None] / peak,
+            data_range=1.0, reduction="none",
+        )
+
+    def _reduce_sum(self, values: Tensor) -> Tensor:
+        if self._trainer is None or self.trainer.world_size == 1:
+            return values
+        return self.trainer.strategy.reduce(values, reduce_op="sum")
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_sums is None:
+            return
+        sums = self._reduce_sum(self._val_sums)
+        self._val_sums = None
+        count = float(sums[2])
+        if count == 0:
+            return
+        e1, ep = float(sums[0]) / count, float(sums[1]) / count
+        p_val = self.config.train.p_val
+        if not (math.isfinite(e1) and math.isfinite(ep)):
+            raise TrainingDiverged(
+                f"training diverged: validation errors are not finite (E1={e1}, E{p_val}={ep}) "
+                f"at epoch {self.current_epoch}; resume from last.ckpt with a lower learning rate"
+            )
+        ratio_db = 10 * math.log10(e1 / ep) if ep > 0 and e1 > 0 else float("nan")
+        metrics = {
+            "e1": e1,
+            f"e{p_val}": ep,
+            "e1_over_ep_db": ratio_db,
+            "target_ratio_db": 10 * math.log10(2 * p_val / (p_val + 1)),
+            "psnr_1": float(sums[3]) / count,
+            f"psnr_{p_val}": float(sums[4]) / count,
+            f"ssim_{p_val}": float(sums[5]) / count,
+            f"apsd_{p_val}": float(sums[6]) / count,
+            "examples": count,
+        }
+        attached = self._trainer is not None
+        if attached:
+            for name, value in metrics.items():
+                self.log(f"val/{name}", value, batch_size=1, sync_dist=True)
+            if self.trainer.sanity_checking:
+                return
+        self.update_beta_sd(e1, ep)
+        metrics["beta_sd"] = self.beta_sd
+        metrics["epoch"] = int(self.current_epoch) if attached else 0
+        metrics["iteration"] = int(self.iteration) if attached else 0
+        self.val_metrics = metrics
+        if attached:
+            self.log("val/beta_sd", self.beta_sd, batch_size=1, sync_dist=True)
+
+    def update_beta_sd(self, e1: float, ep: float) -> float:
+        """Eq. (23) once (rcgan with ``train.beta_sd_autotune``); records the history."""
+        train = self.config.train
+        if self.config.method != "rcgan" or not train.beta_sd_autotune or e1 <= 0 or ep <= 0:
+            return self.beta_sd
+        before = self.beta_sd
+        self.beta_sd = losses.update_beta_sd(
+            before, e1, ep, train.p_val, train.mu_sd, beta_sd_n=self.beta_sd_nominal
+        )
+        self.beta_sd_history.append({
+            "epoch": int(self.current_epoch) if self._trainer is not None else 0,
+            "iteration": int(self.iteration) if self._trainer is not None else 0,
+            "beta_sd_before": float(before),
+            "beta_sd": float(self.beta_sd),
+            "e1_over_ep_db": 10 * math.log10(e1 / ep),
+        })
+        return self.beta_sd
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rcgan"] = {
+            "beta_sd": float(self.beta_sd),
+            "beta_sd_nominal": float(self.beta_sd_nominal),
+            "beta_sd_history": list(self.beta_sd_history),
+            "val_metrics": dict(self.val_metrics),
+            "dataset": self.dataset_description,
+            "iteration": int(self.iteration) if self._trainer is not None else 0,
+            "epoch": int(self.current_epoch) if self._trainer is not None else 0,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("rcgan", {})
+        self.beta_sd = float(state.get("beta_sd", self.beta_sd))
+        self.beta_sd_history = list(state.get("beta_sd_history", []))
+        self.val_metrics = dict(state.get("val_metrics", {}))

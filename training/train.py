@@ -1,0 +1,285 @@
+"""Train rcGAN (or a baseline) with Lightning.
+
+Usage::
+
+    python -m training.train --config training/configs/paper-mri-r4.yaml --out runs/r4 \\
+        [--data-root DIR] [--max-steps N] [--devices N] [--num-nodes N] [--accelerator auto]
+        [--precision 32|bf16-mixed|16-mixed] [--resume]
+
+``--max-steps`` counts training iterations (batches: ``critic_steps`` critic updates plus one
+generator update); the run also stops after ``train.epochs`` epochs. ``--devices``/``--num-nodes``
+above 1 train with DDP (one process per device; launch with ``srun``/``torchrun`` on clusters, or
+let Lightning spawn the local processes); ``train.batch_size`` is per device.
+
+Everything goes to ``--out``: ``last.ckpt`` (always the latest state: written at every epoch end,
+every ``train.checkpoint_every_n_steps`` iterations and at the end of the run, each time to a
+temporary file that is then renamed over it, so it is never half-written), optional
+``epoch=NNN.ckpt`` snapshots, ``config.yaml``, TensorBoard logs (``tensorboard/``) and CSV
+metrics (``csv/``). ``--resume`` continues from ``last.ckpt`` (global step, epoch, optimizer
+states, β_SD and its history). Without ``--resume`` an ``--out`` that already holds a run is
+refused.
+
+Exit status: 0 done, 1 training diverged (NaN/Inf loss), 2 bad configuration or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from napari_rcgan.errors import RcganError
+from training.config import PRECISIONS, Config, ConfigError, check_data_paths, load_config
+from training.datasets import RcGANDataModule
+from training.module import RcGANModule, TrainingDiverged
+
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file in the target folder, fsync, then ``os.replace``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                torch.save(checkpoint, stream)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(temporary, _default_mode())
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
+
+def _default_mode() -> int:
+    """``0o666`` minus the process umask: what a plain ``open(path, "w")`` would create."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+class LastCheckpoint(Callback):
+    """Keeps ``DIR/last.ckpt`` the latest state (epoch ends, every N iterations, run end)."""
+
+    def __init__(self, dirpath: Path, every_n_iterations: int, steps_per_iteration: int) -> None:
+        self.path = Path(dirpath) / LAST
+        self.every = every_n_iterations
+        self.steps_per_iteration = steps_per_iteration
+        self._saved_step = -1
+
+    def _save(self, trainer: L.Trainer) -> None:
+        if trainer.sanity_checking:
+            return
+        trainer.save_checkpoint(self.path, weights_only=False)
+        self._saved_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        iteration = trainer.global_step // self.steps_per_iteration
+        last_step = 0 < trainer.max_steps <= trainer.global_step
+        # The final step of a --max-steps run is saved here, as a mid-epoch state: after it
+        # Lightning closes the epoch early, and a resume from that state would run a short epoch.
+        if last_step or (self.every and iteration % self.every == 0):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # After the epoch's validation, so the file holds the updated beta_SD. An epoch cut
+        # short by --max-steps was saved at its last batch (see above).
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.global_step != self._saved_step:
+            self._save(trainer)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train an rcGAN generator (or the Adler / Ohayon baselines) with Lightning.",
+    )
+    parser.add_argument("--config", required=True, type=Path, help="YAML config")
+    parser.add_argument("--out", required=True, type=Path, help="run folder")
+    parser.add_argument("--data-root", type=str, default=None, help="overrides data.root")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.batch_size=4 --set data.train=train "
+        "(repeatable; values are YAML)",
+    )
+    parser.add_argument(
+        "--max-steps", type=int, default=None,
+        help="stop when the run reaches N training iterations in total, counting those "
+        "before a --resume (default: after train.epochs epochs)",
+    )
+    parser.add_argument("--devices", type=int, default=1, help="devices per node (DDP if > 1)")
+    parser.add_argument("--num-nodes", type=int, default=1, help="nodes (DDP if > 1)")
+    parser.add_argument(
+        "--accelerator", default="auto", help="auto (default), gpu, cpu, mps, ..."
+    )
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="overrides train.precision")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    parser.add_argument("--no-progress-bar", action="store_true")
+    return parser
+
+
+def prepare(args: argparse.Namespace) -> tuple[Config, Path]:
+    """Load and check everything that can be checked before training starts."""
+    config = load_config(args.config, overrides=args.overrides)
+    if args.data_root is not None:
+        config.data.root = args.data_root
+    if args.precision is not None:
+        config.train.precision = args.precision
+    if args.max_steps is not None and args.max_steps < 1:
+        raise ConfigError(f"--max-steps must be at least 1, got {args.max_steps}")
+    if args.devices < 1 or args.num_nodes < 1:
+        raise ConfigError("--devices and --num-nodes must be at least 1")
+    check_data_paths(config)
+    out = args.out
+    last = out / LAST
+    if args.resume and not last.is_file():
+        raise ConfigError(f"--resume: {last} does not exist; start without --resume")
+    if not args.resume and last.exists():
+        raise ConfigError(
+            f"{out} already holds a run ({last}); pass --resume to continue it or choose "
+            "another --out"
+        )
+    if args.resume:
+        check_resumable(last, config)
+    return config, out
+
+
+ARCHITECTURE_KEYS = (
+    "task", "method", "data.image_size", "data.coils", "data.channels", "model.base_width",
+    "model.num_pool_layers", "model.critic_width", "model.critic_num_down",
+)
+
+
+def check_resumable(checkpoint_path: Path, config: Config) -> None:
+    """Refuse to resume a checkpoint whose networks the config would build differently."""
+    try:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+        saved = checkpoint["hyper_parameters"]["config"]
+    except Exception as error:  # unreadable or not ours
+        raise ConfigError(f"--resume: {checkpoint_path} is not a readable training checkpoint "
+                          f"({error})") from error
+    current = config.to_dict()
+    for key in ARCHITECTURE_KEYS:
+        old, new = saved, current
+        for part in key.split("."):
+            old, new = old.get(part), new.get(part)
+        if old != new:
+            raise ConfigError(
+                f"--resume: {checkpoint_path} was trained with {key} = {old!r} but "
+                f"{config.source} says {new!r}; use the run's config ({checkpoint_path.parent}/"
+                "config.yaml)"
+            )
+
+
+def build_trainer(config: Config, out: Path, args: argparse.Namespace) -> L.Trainer:
+    train = config.train
+    steps = config.steps_per_iteration
+    distributed = args.devices * args.num_nodes > 1
+    if distributed:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # Each batch runs two backward passes (critic, generator) through one DDP module;
+        # parameters that one of them does not reach must be marked unused.
+        strategy: Any = DDPStrategy(find_unused_parameters=True)
+    else:
+        strategy = "auto"
+    callbacks: list[Callback] = [
+        LastCheckpoint(out, train.checkpoint_every_n_steps, steps),
+    ]
+    if train.keep_epoch_checkpoints:
+        callbacks.append(ModelCheckpoint(
+            dirpath=out, filename="epoch={epoch:03d}", save_top_k=-1, every_n_epochs=1,
+            save_on_train_epoch_end=True, auto_insert_metric_name=False,
+        ))
+    if not args.no_progress_bar:
+        callbacks.append(TQDMProgressBar())
+    loggers = [
+        TensorBoardLogger(out, name="tensorboard"),
+        CSVLogger(out, name="csv"),
+    ]
+    return L.Trainer(
+        default_root_dir=out,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=strategy,
+        precision=train.precision,
+        max_epochs=train.epochs,
+        max_steps=-1 if args.max_steps is None else args.max_steps * steps,
+        logger=loggers,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        enable_checkpointing=train.keep_epoch_checkpoints,
+        enable_progress_bar=not args.no_progress_bar,
+        log_every_n_steps=max(1, train.log_every_n_steps),
+        check_val_every_n_epoch=train.val_every_n_epochs,
+        num_sanity_val_steps=train.num_sanity_val_steps,
+        benchmark=torch.cuda.is_available(),
+    )
+
+
+def run(argv: Sequence[str] | None = None) -> L.Trainer:
+    """Train as the command line says; returns the finished Trainer (raises on errors)."""
+    args = build_parser().parse_args(argv)
+    config, out = prepare(args)
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+    datamodule = RcGANDataModule(config)
+    datamodule.setup("fit")  # scans and validates the data before any process starts training
+    module = RcGANModule(config, dataset=datamodule.describe())
+    trainer = build_trainer(config, out, args)
+    if trainer.is_global_zero:
+        out.mkdir(parents=True, exist_ok=True)
+        name = "config.yaml" if not args.resume else "config.resumed.yaml"
+        with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as stream:
+            stream.write(config.to_yaml())
+        os.chmod(stream.name, _default_mode())
+        os.replace(stream.name, out / name)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(out / LAST) if args.resume else None)
+    return trainer
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        trainer = run(argv)
+    except TrainingDiverged as error:
+        print(f"training: error: {error}", file=sys.stderr)
+        return 1
+    except (ConfigError, RcganError) as error:
+        print(f"training: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("training: interrupted; resume with --resume", file=sys.stderr)
+        return 130
+    if trainer.is_global_zero:
+        module = trainer.lightning_module
+        print(
+            f"training: done after {module.iteration} iterations ({trainer.current_epoch} "
+            f"epochs); beta_SD = {module.beta_sd:.4g}; checkpoint {trainer.default_root_dir}/"
+            f"{LAST}; export with: python -m training.export {trainer.default_root_dir}/{LAST} "
+            "OUT.safetensors",
+            file=sys.stderr,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

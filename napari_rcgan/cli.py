@@ -7,14 +7,11 @@ Every expected failure (bad file, bad parameter, mismatched weights) ends with a
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_rcgan.errors import InputFileError, ParameterError, RcganError
-
-DEFAULT_WEIGHTS = {"mri": "mri", "inpainting": "faces"}
+from napari_rcgan.errors import ParameterError, RcganError
 
 
 def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -148,13 +145,6 @@ def _convert(args: argparse.Namespace) -> None:
     imported = reference_generator_weights(args.checkpoint, args.image_size)
     save_weights(out, imported.state_dict, imported.metadata)
     print(f"wrote {out}\n{imported.metadata.describe()}")
-
-
-def require_existing(path: str | os.PathLike) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file")
-    return path
 
 
 if __name__ == "__main__":

@@ -366,13 +366,7 @@ class PosteriorSampler:
             )
         channels = self.metadata.channels
         if array.shape[-1] != channels:
-            array = (
-                array.mean(axis=-1, keepdims=True)
-                if channels == 1
-                else np.repeat(array[..., :1], channels, axis=-1)
-                if array.shape[-1] == 1
-                else array[..., :channels]
-            )
+            array = _match_channels(array, channels)
         size = tuple(self.metadata.image_size)
         if array.shape[:2] != size:
             raise ParameterError(
@@ -480,6 +474,15 @@ class PosteriorSampler:
             complete=len(stack) == P,
             timings={"first_chunk_s": first, "total_s": time.perf_counter() - started},
         )
+
+
+def _match_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """Grey ↔ colour conversion of an ``(H, W, C)`` image: luminance mean or channel repetition."""
+    if channels == 1:
+        return image.mean(axis=-1, keepdims=True)
+    if image.shape[-1] == 1:
+        return np.repeat(image, channels, axis=-1)
+    return image[..., :channels]
 
 
 def _check_count(P: int) -> None:

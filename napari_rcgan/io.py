@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -155,15 +156,28 @@ def read_hole_mask(path: str | os.PathLike) -> np.ndarray:
     return np.asarray(array) > 0.5 * float(np.max(array)) if np.max(array) > 0 else array > 0
 
 
+def _default_file_mode() -> int:
+    """``0o666`` minus the umask: the mode ``open(path, "w")`` would give (mkstemp gives 0o600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it."""
-    from napari_rcgan.weights import atomic_write_path
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it.
 
+    Every file this project writes (results, figures, weights, datasets, checkpoints) goes through
+    here, so an interrupted write never leaves a half-written file under the final name.
+    """
     path = Path(path)
-    temporary = atomic_write_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
     try:
         yield temporary
+        os.chmod(temporary, _default_file_mode())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)

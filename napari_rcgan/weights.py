@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -148,27 +147,17 @@ def build_generator(metadata: WeightsMetadata) -> ResidualUNet:
     )
 
 
-def atomic_write_path(path: Path) -> Path:
-    """A temporary path next to ``path``; the caller writes it, then ``os.replace``-s it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    return Path(temporary)
-
-
 def save_weights(
     path: str | os.PathLike, generator_state: dict[str, torch.Tensor], metadata: WeightsMetadata
 ) -> Path:
     """Write ``generator_state`` and ``metadata`` to ``path`` atomically."""
+    from napari_rcgan.io import atomic_output
+
     path = Path(path)
     metadata.validate(str(path))
-    temporary = atomic_write_path(path)
-    try:
-        tensors = {key: value.detach().cpu().contiguous() for key, value in generator_state.items()}
+    tensors = {key: value.detach().cpu().contiguous() for key, value in generator_state.items()}
+    with atomic_output(path) as temporary:
         save_file(tensors, str(temporary), metadata={METADATA_KEY: metadata.to_json()})
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
     return path
 
 

@@ -27,10 +27,8 @@ import argparse
 import functools
 import json
 import os
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,7 @@ import torch
 from scipy import ndimage
 
 from napari_rcgan.errors import ParameterError
+from napari_rcgan.io import atomic_output
 from napari_rcgan.physics.fft import fft2c
 from napari_rcgan.physics.transforms import coil_compress, kspace_to_cropped_image, rss
 
@@ -453,20 +452,6 @@ def _compact(kspace: np.ndarray, image_size: int) -> np.ndarray:
 # Files
 
 
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _ismrmrd_header(
     encoded_shape: tuple[int, int],
     recon_shape: tuple[int, int],
@@ -572,7 +557,7 @@ def write_fastmri_file(
         (height, width), recon_shape, coils, fov_mm, slice_thickness_mm, acquisition
     )
     target = Path(path)
-    with _atomic_target(target) as tmp, h5py.File(tmp, "w") as handle:
+    with atomic_output(target) as tmp, h5py.File(tmp, "w") as handle:
         handle.create_dataset("kspace", data=kspace.astype(np.complex64, copy=False))
         handle.create_dataset(
             "reconstruction_rss", data=reconstruction_rss.astype(np.float32, copy=False)
@@ -860,7 +845,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "splits": splits,
     }
     target = args.out / "dataset.json"
-    with _atomic_target(target) as tmp:
+    with atomic_output(target) as tmp:
         tmp.write_text(json.dumps(description, indent=2) + "\n")
     print(f"wrote {target}", flush=True)
 

@@ -15,7 +15,6 @@ regularisers' landscapes over (μ, σ) like Fig. 1 (the panel (d) is L_{2,var,P}
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from napari_rcgan.io import atomic_output
 from training.losses import (
     beta_sd_nominal,
     l2_p_loss,
@@ -158,14 +158,8 @@ def _l2_var(p_train: int) -> Callable[[Tensor, Tensor], Tensor]:
 
 def _save_figure_atomic(fig: Figure, out: Path) -> None:
     """Save a matplotlib figure to ``out`` through a temporary file and an atomic rename."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        fig.savefig(tmp, dpi=120, format=out.suffix.lstrip(".") or "png")
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(out) as temporary:
+        fig.savefig(temporary, dpi=120, format=out.suffix.lstrip(".") or "png")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

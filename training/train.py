@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from napari_rcgan.errors import RcganError
+from napari_rcgan.io import atomic_output
 from training.config import PRECISIONS, Config, ConfigError, check_data_paths, load_config
 from training.datasets import RcGANDataModule
 from training.module import RcGANModule, TrainingDiverged
@@ -50,25 +50,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` to a temporary file in the target folder, fsync, then ``os.replace``."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(checkpoint, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temporary, _default_mode())
-            os.replace(temporary, path)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
-
-
-def _default_mode() -> int:
-    """``0o666`` minus the process umask: what a plain ``open(path, "w")`` would create."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
+        with atomic_output(path) as temporary, open(temporary, "wb") as stream:
+            torch.save(checkpoint, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
 
 
 class LastCheckpoint(Callback):
@@ -249,10 +234,8 @@ def run(argv: Sequence[str] | None = None) -> L.Trainer:
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)
         name = "config.yaml" if not args.resume else "config.resumed.yaml"
-        with tempfile.NamedTemporaryFile("w", dir=out, delete=False, suffix=".tmp") as stream:
-            stream.write(config.to_yaml())
-        os.chmod(stream.name, _default_mode())
-        os.replace(stream.name, out / name)
+        with atomic_output(out / name) as temporary:
+            temporary.write_text(config.to_yaml())
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(out / LAST) if args.resume else None)
     return trainer
 

@@ -284,7 +284,7 @@ def run_demo_command(args: argparse.Namespace) -> None:
         except ImportError as error:
             print(f"napari cannot start here ({error}); running the headless demo instead")
         else:
-            launch_demo(weights=args.weights)
+            launch_demo(weights=args.weights, P=args.P, R=args.R, device=args.device)
             return
     else:
         print("no display: running the headless demo")

@@ -13,6 +13,7 @@ def launch_demo(
     device: str | None = None,
     viewer: Any = None,
     run: bool = True,
+    sample: bool = True,
 ) -> tuple[Any, Any]:
     """Open napari with the brain sample slices loaded and the Posterior sampler docked.
 
@@ -21,6 +22,7 @@ def launch_demo(
         P, R, device: initial widget fields.
         viewer: an existing viewer to use (tests); default a new one.
         run: start the Qt event loop (``napari.run()``); False returns at once.
+        sample: start a sampling run at once (in the background), so samples appear on screen.
 
     Returns:
         ``(viewer, widget)``.
@@ -57,6 +59,8 @@ def launch_demo(
         widget.R_spin.setValue(float(R))
     if device is not None and widget.device_combo.findText(device) >= 0:
         widget.device_combo.setCurrentText(device)
+    if sample:
+        widget.run_sampling(wait=False)
     if run:
         napari.run()
     return viewer, widget

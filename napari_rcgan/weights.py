@@ -187,7 +187,7 @@ def load_weights(spec: str | os.PathLike) -> Weights:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise WeightsError(f"{path}: corrupted weights file ({error})") from error
-    return Weights(metadata, state, str(path))
+    return Weights(metadata, state, text if text in bundled_weights() else str(path))
 
 
 def resolve_path(spec: str) -> Path:

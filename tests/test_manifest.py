@@ -10,7 +10,6 @@ import warnings
 import pytest
 from npe2 import PluginManifest
 
-from napari_rcgan import _sample_data
 from napari_rcgan._widget import PosteriorSamplerWidget
 from tests import plugin_helpers as helpers
 from tests.plugin_helpers import MANIFEST, napari_rcgan_plugin  # noqa: F401 (fixture)
@@ -78,12 +77,18 @@ def test_widget_docked_by_napari_samples_through_the_viewer_proxy(
 
 
 def test_demo_opens_brain_sample_with_widget(napari_rcgan_plugin, make_napari_viewer):  # noqa: F811
-    if not (_sample_data.sample_data_dir() / _sample_data.BRAIN_FILE).is_file():
-        pytest.skip("sample_data/brain_sim.h5 not produced yet")
     from napari_rcgan._demo import launch_demo
 
     viewer = make_napari_viewer()
-    viewer, widget = launch_demo(viewer=viewer, run=False, P=4, R=6)
+    viewer, widget = launch_demo(viewer=viewer, run=False, P=4, R=6, device="cpu")
     assert widget.input_layer() is not None
     assert widget.input_layer().metadata["rcgan_source"]["kind"] == "fastmri"
     assert widget.P_spin.value() == 4 and widget.R_spin.value() == 6
+    assert widget.wait(timeout=120), "the demo's first sampling run finishes"
+    assert widget.last_error is None
+    results = [lay for lay in viewer.layers if "rcgan" in lay.metadata]
+    assert {lay.metadata["rcgan"]["kind"] for lay in results} == {
+        "reference", "zero_filled", "mask", "samples", "mean", "error", "std"
+    }
+    samples = next(lay for lay in results if lay.metadata["rcgan"]["kind"] == "samples")
+    assert samples.data.shape[0] == 4 and samples.metadata["rcgan"]["weights"] == "mri"

@@ -21,7 +21,15 @@ from napari_rcgan.weights import NOISE_CHANNELS, Weights, WeightsMetadata
 GENERATOR_PREFIX = "generator."
 # Layers the reference builds but never calls in forward().
 UNUSED_REFERENCE_KEYS = re.compile(r"^(res_layer_1\.|down_sample_layers\.0\.bn\.)")
-SAFE_GLOBALS = [argparse.Namespace, np.dtype, np.core.multiarray.scalar, type(np.dtype("float64"))]
+_NUMPY_SCALAR = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+# Checkpoints written with numpy 1.x name the scalar constructor numpy.core.multiarray.scalar.
+SAFE_GLOBALS = [
+    argparse.Namespace,
+    np.dtype,
+    type(np.dtype("float64")),
+    _NUMPY_SCALAR,
+    (_NUMPY_SCALAR, "numpy.core.multiarray.scalar"),
+]
 
 
 def _load_checkpoint(path: Path) -> dict:

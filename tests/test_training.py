@@ -76,6 +76,7 @@ def test_smoke_mri_trains_resumes_exports_and_samples(mri_root, tmp_path, capsys
     assert list((out / "csv").glob("version_*/metrics.csv"))
     assert list((out / "tensorboard").glob("version_*/events.*"))
     assert not list(out.glob(".*.tmp"))
+    first_run_seconds = torch.load(out / "last.ckpt", weights_only=True)["rcgan"]["train_seconds"]
 
     # A finished run is not overwritten; --resume needs a checkpoint.
     assert train_main(["--config", str(config), "--out", str(out)]) == 2
@@ -96,6 +97,8 @@ def test_smoke_mri_trains_resumes_exports_and_samples(mri_root, tmp_path, capsys
     assert history[0]["beta_sd_before"] == pytest.approx(losses.beta_sd_nominal(2))
     assert checkpoint["rcgan"]["beta_sd"] == pytest.approx(history[0]["beta_sd"])
     assert checkpoint["rcgan"]["val_metrics"]["examples"] == 4
+    assert checkpoint["rcgan"]["train_seconds"] > first_run_seconds > 0, "time adds up over resumes"
+    assert "cpu" in checkpoint["rcgan"]["hardware"]
 
     # Export: generator + metadata readable by the plugin.
     weights = tmp_path / "smoke.safetensors"
@@ -111,6 +114,8 @@ def test_smoke_mri_trains_resumes_exports_and_samples(mri_root, tmp_path, capsys
         metadata.training["dataset"]["train"]["provenance"]
     )
     assert "psnr_8" in metadata.metrics
+    assert metadata.training["train_seconds"] == pytest.approx(checkpoint["rcgan"]["train_seconds"])
+    assert metadata.training["hardware"].startswith("1 x cpu")
     from napari_rcgan.cli import main as cli_main
 
     assert cli_main(["info", str(weights)]) in (0, None)

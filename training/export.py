@@ -91,6 +91,8 @@ def export_checkpoint(
         "global_step": int(checkpoint.get("global_step", 0)),
         "checkpoint": checkpoint_path.name,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "hardware": rcgan.get("hardware", "not recorded"),
+        "train_seconds": rcgan.get("train_seconds"),
         "torch": torch.__version__,
     }
     beta = rcgan.get("beta_sd")

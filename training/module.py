@@ -24,6 +24,8 @@ the latest validation metrics and the dataset description are stored in every ch
 from __future__ import annotations
 
 import math
+import platform
+import time
 from typing import Any
 
 import lightning as L
@@ -95,6 +97,8 @@ class RcGANModule(L.LightningModule):
         self.val_metrics: dict[str, float] = {}
         self.batches_this_run = 0
         self._val_sums: Tensor | None = None
+        self.train_seconds_before = 0.0
+        self._fit_started = time.monotonic()
 
     # -- generation ---------------------------------------------------------------------------
 
@@ -354,8 +358,21 @@ class RcGANModule(L.LightningModule):
         })
         return self.beta_sd
 
+    def on_fit_start(self) -> None:
+        self._fit_started = time.monotonic()
+
+    def hardware(self) -> str:
+        """Where this run trains, e.g. ``"1 x cpu (x86_64, 2 cores)"`` or ``"4 x NVIDIA H200"``."""
+        devices = self.trainer.num_devices * self.trainer.num_nodes
+        if self.device.type == "cuda":
+            return f"{devices} x {torch.cuda.get_device_name(self.device)}"
+        return f"{devices} x {self.device.type} ({platform.machine()}, {torch.get_num_threads()} threads)"
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        elapsed = time.monotonic() - self._fit_started
         checkpoint["rcgan"] = {
+            "train_seconds": self.train_seconds_before + elapsed,
+            "hardware": self.hardware() if self._trainer is not None else "unknown",
             "beta_sd": float(self.beta_sd),
             "beta_sd_nominal": float(self.beta_sd_nominal),
             "beta_sd_history": list(self.beta_sd_history),
@@ -369,4 +386,5 @@ class RcGANModule(L.LightningModule):
         state = checkpoint.get("rcgan", {})
         self.beta_sd = float(state.get("beta_sd", self.beta_sd))
         self.beta_sd_history = list(state.get("beta_sd_history", []))
+        self.train_seconds_before = float(state.get("train_seconds", 0.0))
         self.val_metrics = dict(state.get("val_metrics", {}))

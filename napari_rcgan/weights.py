@@ -40,6 +40,7 @@ class WeightsMetadata:
             channels (3 or 1) for inpainting.
         base_width: generator width of the first UNet level (128 in the paper).
         num_pool_layers: UNet depth (4 in the paper).
+        input_skip: the generator adds its measurement input to its output (not in the paper).
         masks: mask kinds the weights were trained with (MRI), e.g. ``["gro"]``.
         acceleration: ``[R_min, R_max]`` trained (MRI).
         beta_sd: SD-reward weight at the end of training.
@@ -53,6 +54,7 @@ class WeightsMetadata:
     channels: int
     base_width: int = 128
     num_pool_layers: int = 4
+    input_skip: bool = False
     masks: list[str] = field(default_factory=list)
     acceleration: list[float] = field(default_factory=list)
     beta_sd: float | None = None
@@ -106,7 +108,8 @@ class WeightsMetadata:
                 if self.task == "mri"
                 else f"colour channels: {self.channels}"
             ),
-            f"generator: residual UNet, base width {self.base_width}, {self.num_pool_layers} levels",
+            f"generator: residual UNet, base width {self.base_width}, {self.num_pool_layers} levels"
+            + (", input skip" if self.input_skip else ""),
         ]
         if self.masks:
             lines.append(f"masks: {', '.join(self.masks)}")
@@ -143,7 +146,11 @@ class Weights:
 def build_generator(metadata: WeightsMetadata) -> ResidualUNet:
     """A freshly initialised generator with the architecture described by ``metadata``."""
     return ResidualUNet(
-        metadata.in_channels, metadata.out_channels, metadata.base_width, metadata.num_pool_layers
+        metadata.in_channels,
+        metadata.out_channels,
+        metadata.base_width,
+        metadata.num_pool_layers,
+        metadata.input_skip,
     )
 
 

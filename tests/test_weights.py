@@ -105,3 +105,14 @@ def test_unknown_task_and_newer_format_are_refused(tmp_path):
         save_file(tensors, str(path), metadata={"rcgan": json.dumps(values)})
         with pytest.raises(WeightsError, match=message):
             load_weights(path)
+
+
+def test_input_skip_adds_the_measurement_to_the_output():
+    metadata = tiny_metadata(input_skip=True)
+    with_skip = build_generator(metadata).eval()
+    plain = build_generator(tiny_metadata()).eval()
+    plain.load_state_dict(with_skip.state_dict())
+    inputs = torch.randn(2, 18, 32, 32)
+    with torch.inference_mode():
+        torch.testing.assert_close(with_skip(inputs), plain(inputs) + inputs[:, :16])
+    assert "input skip" in metadata.describe()

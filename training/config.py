@@ -123,6 +123,8 @@ class ModelConfig:
     Attributes:
         base_width: generator (residual UNet) width of the first level (128 in the paper).
         num_pool_layers: generator depth (4 in the paper).
+        input_skip: the generator learns a correction added to its measurement input (not in
+            the paper; helps short trainings such as the CPU demo).
         critic_width: critic width of the first layer (32 in the reference).
         critic_num_down: critic pooling blocks (6 in the reference: 384 → 6);
             ``image_size`` must be divisible by ``2**critic_num_down``.
@@ -130,6 +132,7 @@ class ModelConfig:
 
     base_width: int = 128
     num_pool_layers: int = 4
+    input_skip: bool = False
     critic_width: int = 32
     critic_num_down: int = 6
 

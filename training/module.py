@@ -50,12 +50,13 @@ def weights_metadata(config: Config, **extra: Any) -> WeightsMetadata:
     if config.task == "mri":
         return WeightsMetadata(
             task="mri", image_size=size, channels=data.coils, base_width=model.base_width,
-            num_pool_layers=model.num_pool_layers, masks=list(data.mask.kinds),
+            num_pool_layers=model.num_pool_layers, input_skip=model.input_skip,
+            masks=list(data.mask.kinds),
             acceleration=list(data.mask.r_range), **extra,
         )
     return WeightsMetadata(
         task="inpainting", image_size=size, channels=data.channels, base_width=model.base_width,
-        num_pool_layers=model.num_pool_layers, **extra,
+        num_pool_layers=model.num_pool_layers, input_skip=model.input_skip, **extra,
     )
 
 

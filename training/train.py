@@ -148,7 +148,7 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path]:
 
 ARCHITECTURE_KEYS = (
     "task", "method", "data.image_size", "data.coils", "data.channels", "model.base_width",
-    "model.num_pool_layers", "model.critic_width", "model.critic_num_down",
+    "model.num_pool_layers", "model.input_skip", "model.critic_width", "model.critic_num_down",
 )
 
 

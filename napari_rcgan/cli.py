@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--max-slices", type=int, default=None)
     evaluate.add_argument("--out", required=True, help="metrics .json")
+    evaluate.add_argument(
+        "--store-in-weights", action="store_true",
+        help="also write the metrics into the weights file's metadata (the model card)",
+    )
 
     demo = subparsers.add_parser(
         "demo", help="open napari with the sample data and the widget (headless: write figures)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -112,4 +113,9 @@ def run_evaluate_command(args: argparse.Namespace) -> dict:
                   f"[E1/EP]dB {values['e1_over_ep_db'][P]:.2f} "
                   f"(ideal {10 * math.log10(2 * int(P) / (int(P) + 1)):.2f})")
     print(f"wrote {out}")
+    if args.store_in_weights:
+        from napari_rcgan.weights import update_metrics
+
+        stored = dict(metrics, data=str(args.data), evaluated=time.strftime("%Y-%m-%d"))
+        print(f"stored the metrics in {update_metrics(args.weights, {'evaluation': stored})}")
     return metrics

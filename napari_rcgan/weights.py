@@ -168,6 +168,15 @@ def save_weights(
     return path
 
 
+def update_metrics(spec: str | os.PathLike, metrics: dict[str, Any]) -> Path:
+    """Store ``metrics`` in the metadata of a weights file (bundled name or path), atomically."""
+    weights = load_weights(spec)
+    if weights.source.startswith("random:"):
+        raise WeightsError(f"{spec}: random weights have no file to store metrics in")
+    weights.metadata.metrics = metrics
+    return save_weights(resolve_path(str(spec)), weights.state_dict, weights.metadata)
+
+
 def read_metadata(path: str | os.PathLike) -> WeightsMetadata:
     """Only the metadata of a weights file (cheap: reads the header)."""
     from safetensors import safe_open

@@ -287,5 +287,5 @@ def run_demo_command(args: argparse.Namespace) -> None:
             launch_demo(weights=args.weights, P=args.P, R=args.R, device=args.device)
             return
     else:
-        print("no display: running the headless demo")
+        print("headless demo" if args.headless else "no display: running the headless demo")
     run_headless_demo(args)

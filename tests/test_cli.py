@@ -173,3 +173,14 @@ def test_info_on_fastmri_file_and_bad_output_suffix(small_fastmri_file, capsys, 
     with pytest.raises(SystemExit):
         main(["sample", str(small_fastmri_file), "--weights", "random:mri", "--out", str(tmp_path / "x.txt")])
     assert "must be an .h5 file" in capsys.readouterr().err
+
+
+def test_headless_demo_samples_the_bundled_data_with_the_bundled_weights(tmp_path, capsys):
+    assert main(["demo", "--headless", "--out", str(tmp_path), "--P", "4", "--device", "cpu"]) == 0
+    figures = sorted(path.name for path in tmp_path.glob("*.png"))
+    assert figures == ["brain_sim_R4_P4.png", "face_astronaut_P4.png"]
+    with h5py.File(tmp_path / "brain_sim_R4_P4.h5") as handle:
+        assert handle.attrs["weights"] == "mri" and handle["samples"].shape[0] == 4
+    with h5py.File(tmp_path / "face_astronaut_P4.h5") as handle:
+        assert handle.attrs["weights"] == "faces" and handle.attrs["task"] == "inpainting"
+    assert "headless demo" in capsys.readouterr().out

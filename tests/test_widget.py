@@ -16,7 +16,6 @@ from napari_rcgan._widget import LAYER_NAMES, PREVIEW_NAME, RESULT_KINDS, Poster
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.physics.inpainting import center_square_hole
 from napari_rcgan.sampler import PosteriorSampler
-from napari_rcgan.weights import bundled_weights, read_metadata
 from tests import plugin_helpers as helpers
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -323,28 +322,13 @@ def test_face_sample_uses_its_hole_layer(viewer_widget, tmp_path):
     np.testing.assert_array_equal(result_layers(viewer)["mask"].data, hole.data.astype(np.float32))
 
 
-def _screenshot_setup(data, folder: Path) -> tuple[Path, str, dict]:
-    """The shipped brain sample (with the bundled weights when they fit, else tiny random weights
-    of its size), or the test phantom when the sample is not there."""
-    brain = _sample_data.sample_data_dir() / _sample_data.BRAIN_FILE
-    if not brain.is_file():
-        return data["mri"], data["mri_weights"], {"P": 8, "R": 4}
-    size = min(FastMRIFile.open(brain).kspace_shape)
-    weights = bundled_weights().get("mri")
-    if weights is not None and max(read_metadata(weights).image_size) <= size:
-        return brain, "mri", {"P": 16, "R": 4}
-    tiny = helpers.write_tiny_weights(folder / f"mri{size}.safetensors", "mri", size=size)
-    return brain, str(tiny), {"P": 8, "R": 4}
-
-
 def test_screenshot_of_widget_after_sampling(make_napari_viewer, data, tmp_path):
     viewer = make_napari_viewer(show=True)
     viewer.window._qt_window.resize(1500, 950)
     widget = PosteriorSamplerWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Posterior sampler", area="right")
-    path, weights, fields = _screenshot_setup(data, tmp_path)
-    source = open_file(viewer, path)
-    result = widget.run_sampling(seed=0, weights=weights, device="cpu", **fields)
+    source = open_file(viewer, _sample_data.sample_data_dir() / _sample_data.BRAIN_FILE)
+    result = widget.run_sampling(P=16, R=4, seed=0, weights="mri", device="cpu")
     assert result is not None, widget.last_error
     widget.P_slider.setValue(max(1, result.drawn // 2))
     source.visible = False

@@ -289,7 +289,7 @@ class PosteriorSampler:
         self.metadata = self.weights.metadata
         self.device = resolve_device(device)
         generator = self.weights.build_generator().to(self.device)
-        if self.device.type == "cuda":
+        if self._channels_last:
             generator = generator.to(memory_format=torch.channels_last)
         self.generator = generator
         self._sense_cache: dict[tuple, torch.Tensor] = {}
@@ -377,8 +377,14 @@ class PosteriorSampler:
         tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 0)))
         return InpaintingMeasurement(tensor, hole, has_reference)
 
+    @property
+    def _channels_last(self) -> bool:
+        """Channels-last convolutions: faster with cuDNN and with oneDNN on the CPU."""
+        return self.device.type in ("cuda", "cpu")
+
     def _default_chunk(self, P: int) -> int:
-        return min(P, 32) if self.device.type == "cuda" else min(P, 4)
+        """Batches help GPUs; on a CPU one sample per forward pass is fastest (measured)."""
+        return min(P, 32) if self.device.type == "cuda" else 1
 
     def _forward(
         self, network_input: torch.Tensor, seed: int, start: int, count: int
@@ -388,9 +394,10 @@ class PosteriorSampler:
             [code_vector(seed, start + i, (NOISE_CHANNELS, height, width)) for i in range(count)]
         )
         batch = torch.cat([network_input.expand(count, -1, -1, -1), codes], dim=1).to(self.device)
+        if self._channels_last:
+            batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             if self.device.type == "cuda":
-                batch = batch.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     return self.generator(batch).float()
             return self.generator(batch)

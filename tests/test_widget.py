@@ -307,9 +307,6 @@ def test_face_inpainting_with_painted_hole(viewer_widget, data, errors):
 
 def test_face_sample_uses_its_hole_layer(viewer_widget, tmp_path):
     viewer, widget = viewer_widget
-    faces = sorted(_sample_data.sample_data_dir().glob(_sample_data.FACE_PATTERN))
-    if not faces:
-        pytest.skip("sample_data/face_*.png not produced yet")
     for item in _sample_data.face_sample():
         viewer.add_layer(Layer.create(*item))
     face, hole = viewer.layers[0], viewer.layers[1]

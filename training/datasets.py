@@ -54,6 +54,14 @@ class DatasetError(InputFileError):
 # MRI
 
 
+def example_rng(train: bool, seed: int, index: int) -> np.random.Generator:
+    """Randomness of one example: fresh each time in training (seeded through torch, so
+    Lightning's worker seeding applies), fixed by ``(seed, index)`` for validation."""
+    if train:
+        return np.random.default_rng(int(torch.randint(0, 2**62, ())))
+    return np.random.default_rng([seed, index])
+
+
 def preprocess_mri(
     kspace: torch.Tensor | np.ndarray,
     image_size: tuple[int, int],
@@ -236,14 +244,9 @@ class FastMRIDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.train:
-            return np.random.default_rng(int(torch.randint(0, 2**62, ())))
-        return np.random.default_rng([self.seed, index])
-
     def mask_for(self, index: int) -> SamplingMask:
         """The mask of example ``index`` (random when training, fixed otherwise)."""
-        rng = self._rng(index)
+        rng = example_rng(self.train, self.seed, index)
         kind = self.mask_kinds[int(rng.integers(len(self.mask_kinds)))]
         low, high = self.r_range
         R = low if low == high else float(rng.uniform(low, high))
@@ -396,15 +399,10 @@ class FaceFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def _rng(self, index: int) -> np.random.Generator:
-        if self.train:
-            return np.random.default_rng(int(torch.randint(0, 2**62, ())))
-        return np.random.default_rng([self.seed, index])
-
     def hole_for(self, index: int) -> np.ndarray:
         if self.hole == "center":
             return self._center
-        return random_holes((self.image_size,) * 2, self.hole_size, self._rng(index))
+        return random_holes((self.image_size,) * 2, self.hole_size, example_rng(self.train, self.seed, index))
 
     def measurement(self, index: int) -> InpaintingMeasurement:
         image = load_face(self.files[index], self.image_size, self.channels)

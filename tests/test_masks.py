@@ -26,6 +26,14 @@ REFERENCE_R8_N384 = np.array(
     + list(range(184, 201))
     + [204, 210, 217, 224, 231, 239, 248, 258, 269, 281, 294, 309, 326, 344, 363]
 )
+# The paper's R=4 mask, written out independently of napari_rcgan.physics.masks (design.md).
+REFERENCE_R4_N384 = np.array(
+    [0, 10, 19, 28, 37, 46, 54, 61, 69, 76, 83, 89, 95, 101, 107, 112, 118, 122, 127, 132, 136]
+    + [140, 144, 148, 151, 155, 158, 161, 164, 167, 170, 173]
+    + list(range(176, 209))
+    + [211, 214, 217, 220, 223, 226, 229, 233, 236, 240, 244, 248, 252, 257, 262, 266, 272, 277]
+    + [283, 289, 295, 301, 308, 315, 323, 330, 338, 347, 356, 365, 374]
+)
 
 SIZES = (32, 64, 100, 257, 320, 384, 396)
 ACCELERATIONS = (2, 3, 4, 6, 8, 12, 16)
@@ -46,6 +54,18 @@ def test_gro_reproduces_reference_mask():
     assert lines.dtype == np.int64
     np.testing.assert_array_equal(lines, REFERENCE_R8_N384)
     assert column_mask((384, 384), "gro", 8).achieved_R == 8.0
+
+
+def test_gro_r4_n384_is_the_papers_reference_mask():
+    assert REFERENCE_R4_N384.size == 96
+    lines = gro_lines(384, 4)
+    assert lines.dtype == np.int64
+    np.testing.assert_array_equal(lines, REFERENCE_R4_N384)
+    mask = column_mask((384, 384), "gro", 4)
+    assert mask.achieved_R == 4.0
+    np.testing.assert_array_equal(np.nonzero(mask.mask[0])[0], REFERENCE_R4_N384)
+    lines[0] = 5  # the table inside the module is not handed out to be modified
+    np.testing.assert_array_equal(gro_lines(384, 4), REFERENCE_R4_N384)
 
 
 @pytest.mark.parametrize("kind", MASK_KINDS)

@@ -62,6 +62,56 @@ def test_coil_compression_keeps_99_percent_of_the_energy_of_16_coil_data():
     assert kept >= 0.99
 
 
+def reference_preprocessing(
+    kspace: np.ndarray, size: int, virtual_coils: int, lines: np.ndarray
+) -> np.ndarray:
+    """The reference preprocessing re-implemented in numpy from design.md's description.
+
+    Centred orthonormal IFFT, image-domain centre crop, ``X`` = the ``(H, W, C)`` slice reshaped
+    to ``(H·W, C)``, ``U, S, Vh = svd(X)``, virtual coils ``(X @ Vh^H)[:, :K]``, column mask in
+    k-space, zero-filled channels ``[re, im]`` normalised by their own mean and std.
+    """
+
+    def ifft(k):
+        return np.fft.fftshift(
+            np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+        )
+
+    def fft(x):
+        return np.fft.fftshift(
+            np.fft.fft2(np.fft.ifftshift(x, axes=(-2, -1)), norm="ortho"), axes=(-2, -1)
+        )
+
+    image = ifft(kspace)
+    top, left = (image.shape[1] - size) // 2, (image.shape[2] - size) // 2
+    x = np.moveaxis(image[:, top : top + size, left : left + size], 0, -1)  # (H, W, C)
+    matrix = x.reshape(size * size, x.shape[-1])
+    _, _, vh = np.linalg.svd(matrix, full_matrices=False)
+    virtual = (matrix @ vh.conj().T)[:, :virtual_coils].reshape(size, size, virtual_coils)
+    mask = np.zeros((size, size), dtype=bool)
+    mask[:, lines] = True
+    zero_filled = ifft(fft(np.moveaxis(virtual, -1, 0)) * mask)
+    channels = np.concatenate([zero_filled.real, zero_filled.imag])
+    return (channels - channels.mean()) / channels.std()
+
+
+def test_preprocessing_gives_the_reference_network_input_for_a_raw_16_coil_slice():
+    from napari_rcgan.physics.masks import column_mask
+    from napari_rcgan.sampler import preprocess_mri
+
+    images = simulated_coil_images(16).numpy()
+    padded = np.zeros((16, 128, 72), dtype=np.complex64)  # 2x readout oversampling, wider PE
+    padded[:, 32:96, 4:68] = images
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal(padded.shape) + 1j * rng.standard_normal(padded.shape)
+    kspace = fft2c(torch.from_numpy(padded)).numpy() + 0.01 * noise.astype(np.complex64)
+    mask = column_mask((64, 64), "gro", 4)
+    ours = preprocess_mri(kspace.astype(np.complex64), (64, 64), 8, mask).network_input().numpy()
+    reference = reference_preprocessing(kspace.astype(np.complex64), 64, 8, mask.lines)
+    assert ours.shape == reference.shape == (16, 64, 64)
+    assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
 def test_coil_compression_refuses_more_virtual_coils_than_coils():
     with pytest.raises(ParameterError, match="fewer coils"):
         transforms.coil_compress(random_complex(4, 8, 8), 8)

@@ -30,6 +30,18 @@ GRO_MIN_LINES = 32
 GRO_ALPHA = 3
 # The reference MATLAB code starts its grid at 1/2 + 1e-10; the offset decides rounding ties.
 GRO_GRID_EPS = 1e-10
+_R4_N384_GAPS = (
+    "0 10 19 28 37 46 54 61 69 76 83 89 95 101 107 112 118 122 127 132 136 140 144 148 151 155 "
+    "158 161 164 167 170 173 {} 211 214 217 220 223 226 229 233 236 240 244 248 252 257 262 266 "
+    "272 277 283 289 295 301 308 315 323 330 338 347 356 365 374"
+)
+REFERENCE_GRO_TABLES: dict[tuple[int, float], np.ndarray] = {
+    (384, 4.0): np.array(
+        _R4_N384_GAPS.format(" ".join(map(str, range(176, 209)))).split(), dtype=np.int64
+    ),
+}
+"""Reference masks the recipe of :func:`gro_lines` does not reproduce: the R=4, N=384 mask of
+the paper's R=4 results (96 columns, centre 176-208 inclusive)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,7 +141,9 @@ def gro_lines(n: int, R: float) -> np.ndarray:
        the non-centre line closest to ``n // 2`` first, so exactly ``L`` lines remain.
 
     For ``n = 384, R = 8`` this gives ``m = 34`` and exactly the reference rcGAN mask
-    ``1 23 42 ... 182 184-200 204 ... 344 363``.
+    ``1 23 42 ... 182 184-200 204 ... 344 363``. For ``n = 384, R = 4`` the recipe does not give
+    the reference mask of the paper's R=4 results, so that mask is returned from
+    :data:`REFERENCE_GRO_TABLES` (96 columns, ``0 10 19 ... 173 176-208 211 ... 374``).
 
     Args:
         n: number of phase-encode lines (image width W), at least 32.
@@ -143,6 +157,9 @@ def gro_lines(n: int, R: float) -> np.ndarray:
             f"n={n} phase-encode lines is out of range for a GRO mask: "
             f"expected n >= {GRO_MIN_LINES}"
         )
+    table = REFERENCE_GRO_TABLES.get((n, float(R)))
+    if table is not None:
+        return table.copy()
     total, block = _with_center(n, R, None)
     m = max(1, total - block.size)
     lines = np.union1d(_gro_positions(n, m), block)

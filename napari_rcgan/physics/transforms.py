@@ -43,7 +43,13 @@ def kspace_to_cropped_image(kspace: torch.Tensor, image_size: tuple[int, int]) -
 
 
 def coil_compress(images: torch.Tensor, virtual_coils: int) -> torch.Tensor:
-    """SVD coil compression (Zhang et al. 2013, single compression matrix per slice).
+    """SVD coil compression exactly as the rcGAN reference preprocessing does it.
+
+    With ``x`` the slice as ``(H, W, C)`` and ``X = x.reshape(H·W, C)``:
+    ``U, S, Vh = numpy.linalg.svd(X, full_matrices=False)`` and the virtual coils are
+    ``(X @ Vh.conj().T)[:, :K]``. Using numpy's LAPACK call on the same matrix fixes the
+    per-vector phase of the singular vectors, so imported reference weights see the inputs
+    they were trained on.
 
     Args:
         images: complex coil images ``(C, H, W)``.
@@ -52,16 +58,17 @@ def coil_compress(images: torch.Tensor, virtual_coils: int) -> torch.Tensor:
     Returns:
         complex virtual-coil images ``(K, H, W)``, ordered by decreasing energy.
     """
-    coils = images.shape[0]
+    coils, height, width = images.shape
     if virtual_coils > coils:
         raise ParameterError(
             f"cannot compress {coils} coils to {virtual_coils} virtual coils: the data has fewer "
             f"coils than the weights need"
         )
-    flat = images.reshape(coils, -1)
-    left, _, _ = torch.linalg.svd(flat, full_matrices=False)
-    compression = left[:, :virtual_coils].conj().T
-    return (compression @ flat).reshape(virtual_coils, *images.shape[1:])
+    x = images.detach().cpu().permute(1, 2, 0).reshape(height * width, coils).numpy()
+    _, _, vh = np.linalg.svd(x, full_matrices=False)
+    virtual = (x @ vh.conj().T)[:, :virtual_coils]
+    compressed = torch.from_numpy(np.ascontiguousarray(virtual.T.reshape(virtual_coils, height, width)))
+    return compressed.to(images.device)
 
 
 def apply_kspace_mask(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,6 +47,17 @@ def test_paper_mri_configs_match_the_paper(name, R):
     assert train.lr == pytest.approx(1e-3) and train.betas == [0.0, 0.99]
     assert (train.gp_weight, train.drift_weight) == (10.0, 0.001)
     assert train.adv_weight == "schedule" and train.beta_sd is None and train.beta_sd_autotune
+    # The reference code's loss variants (training.losses): batch sum, torch.std reward.
+    assert (train.adv_reduction, train.sd_reward) == ("sum", "reference")
+
+
+def test_other_configs_default_to_the_papers_equations():
+    for path in CONFIGS.glob("*.yaml"):
+        if not path.name.startswith("paper-"):
+            train = load_config(path).train
+            assert (train.adv_reduction, train.sd_reward) == ("mean", "paper"), path.name
+    assert config_from_dict({}).train.adv_reduction == "mean"
+    assert config_from_dict({}).train.sd_reward == "paper"
 
 
 def test_agnostic_and_faces_configs():
@@ -97,6 +108,8 @@ def test_yaml_scientific_notation_is_a_number(tmp_path):
         ({"train": {"beta_sd_autotune": "yes"}}, ["train.beta_sd_autotune", "true or false"]),
         ({"train": {"betas": [0.9]}}, ["train.betas"]),
         ({"train": {"precision": "8-bit"}}, ["train.precision"]),
+        ({"train": {"adv_reduction": "max"}}, ["train.adv_reduction", "mean, sum", "'max'"]),
+        ({"train": {"sd_reward": "biased"}}, ["train.sd_reward", "paper, reference", "'biased'"]),
         ({"task": "denoising"}, ["task", "denoising"]),
         ({"method": "vae"}, ["method", "vae"]),
         ({"data": {"image_size": 100}}, ["data.image_size", "divisible"]),

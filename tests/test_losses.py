@@ -9,7 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from training.losses import (
+    ADV_REDUCTIONS,
     MU_SD_DEFAULT,
+    SD_REWARDS,
     adler_critic_loss,
     adler_generator_loss,
     adversarial_weight,
@@ -22,6 +24,7 @@ from training.losses import (
     l1_p_loss,
     l2_p_loss,
     rcgan_regularizer,
+    reduce_over_batch,
     sd_reward,
     update_beta_sd,
     variance_reward,
@@ -267,3 +270,62 @@ def test_e1_ep_true_posterior_ratio(p: int) -> None:
     samples = mean[:, None] + sd[:, None] * torch.randn(v, p, n, generator=gen, dtype=torch.float64)
     e1, ep = e1_ep_from_samples(samples, target)
     assert e1 / ep == pytest.approx(2.0 * p / (p + 1), rel=0.03)
+
+
+# --- Paper equations vs the reference code (train.sd_reward, train.adv_reduction) -------------
+
+
+def test_reference_sd_reward_is_unbiased_std_by_hand() -> None:
+    # Example 0: per element the samples are (0, 2) and (2, 4): unbiased SD sqrt(2) each;
+    # example 1: 0. Mean over the 4 elements: sqrt(2) / 2.
+    assert float(sd_reward(SAMPLES, "reference")) == pytest.approx(math.sqrt(2.0) / 2.0)
+    # P = 3, one scalar example (0, 1, 5): mean 2, unbiased variance (4 + 1 + 9) / 2 = 7.
+    three = torch.tensor([[0.0, 1.0, 5.0]])
+    assert float(sd_reward(three, "reference")) == pytest.approx(math.sqrt(7.0))
+    # eq. (9) on the same samples: sqrt(pi / 12) * (2 + 1 + 3).
+    assert float(sd_reward(three, "paper")) == pytest.approx(6.0 * math.sqrt(math.pi / 12.0))
+
+
+def test_reference_sd_reward_is_eq_9_over_sqrt_pi_over_2_at_p_2() -> None:
+    samples = torch.randn(4, 2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    paper = float(sd_reward(samples, "paper"))
+    reference = float(sd_reward(samples, "reference"))
+    assert paper / reference == pytest.approx(math.sqrt(math.pi / 2.0), rel=1e-5)
+    # The reference code's expression, literally.
+    assert reference == pytest.approx(float(torch.std(samples, dim=1).mean()), rel=1e-6)
+
+
+def test_rcgan_regularizer_with_reference_reward() -> None:
+    # samples [[1, 3]], target [2]: L1 = 0; torch.std of (1, 3) = sqrt(2);
+    # 0 - sqrt(1/(3 pi)) * sqrt(2) = -sqrt(2 / (3 pi)).
+    samples = torch.tensor([[1.0, 3.0]])
+    value = rcgan_regularizer(samples, torch.tensor([2.0]), beta_sd_nominal(2), "reference")
+    assert float(value) == pytest.approx(-math.sqrt(2.0 / (3.0 * math.pi)))
+
+
+def test_generator_adversarial_loss_mean_and_sum_by_hand() -> None:
+    # B = 3 examples, P = 2 samples each: per-example mean scores 1.5, 4, 0.
+    scores = torch.tensor([[[1.0], [2.0]], [[3.0], [5.0]], [[0.0], [0.0]]])
+    assert float(generator_adversarial_loss(scores, "mean")) == pytest.approx(-5.5 / 3.0)
+    assert float(generator_adversarial_loss(scores, "sum")) == pytest.approx(-5.5)
+    # The reference's gen_pred_loss: torch.mean(fake_pred[0]) + ... + torch.mean(fake_pred[B-1]).
+    fake_pred = scores[..., 0]
+    gen_pred_loss = torch.mean(fake_pred[0])
+    for k in range(fake_pred.shape[0] - 1):
+        gen_pred_loss = gen_pred_loss + torch.mean(fake_pred[k + 1])
+    assert float(generator_adversarial_loss(scores, "sum")) == pytest.approx(-float(gen_pred_loss))
+
+
+def test_adler_generator_loss_sum_is_batch_times_mean() -> None:
+    x, x1, x2, y = (torch.tensor([[v], [2 * v]]) for v in (1.0, 2.0, 3.0, 0.0))
+    # Example 0 as in test_adler_losses_eq_5: 3; example 1 (all doubled, critic linear): 6.
+    assert float(adler_generator_loss(_pair_critic, x, x1, x2, y)) == pytest.approx(4.5)
+    assert float(adler_generator_loss(_pair_critic, x, x1, x2, y, "sum")) == pytest.approx(9.0)
+
+
+def test_unknown_reward_or_reduction_is_refused() -> None:
+    assert SD_REWARDS == ("paper", "reference") and ADV_REDUCTIONS == ("mean", "sum")
+    with pytest.raises(ValueError, match="paper, reference"):
+        sd_reward(SAMPLES, "biased")
+    with pytest.raises(ValueError, match="mean, sum"):
+        reduce_over_batch(torch.ones(3), "max")

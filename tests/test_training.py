@@ -159,6 +159,36 @@ def test_module_outputs_are_data_consistent(mri_root):
     assert float((kspace[mask] - measured[mask]).abs().max().detach()) < 1e-4
 
 
+def test_reference_loss_variants_reach_the_generator_loss(mri_root):
+    paper, batch = _module(mri_root)
+    reference, _ = _module(mri_root, adv_reduction="sum", sd_reward="reference")
+    reference.load_state_dict(paper.state_dict())
+    size = batch["target"].shape[0]
+    assert size > 1
+    results = []
+    for module in (paper, reference):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            results.append(module.generator_loss(batch))
+    (paper_loss, paper_parts), (reference_loss, reference_parts) = results
+    # Same samples and critic scores: the sum over the batch is B times the mean ...
+    assert float(reference_parts["adversarial"]) == pytest.approx(
+        size * float(paper_parts["adversarial"]), rel=1e-5
+    )
+    # ... and at P_train = 2 the torch.std reward is eq. (9) / sqrt(pi / 2).
+    assert float(reference_parts["sd"]) == pytest.approx(
+        float(paper_parts["sd"]) / math.sqrt(math.pi / 2), rel=1e-5
+    )
+    assert float(reference_parts["l1"]) == pytest.approx(float(paper_parts["l1"]), rel=1e-6)
+    beta_adv, beta_sd = paper.adversarial_weight(), paper.beta_sd
+    expected = (
+        beta_adv * float(reference_parts["adversarial"])
+        + float(reference_parts["l1"]) - beta_sd * float(reference_parts["sd"])
+    )
+    assert float(reference_loss) == pytest.approx(expected, rel=1e-5)
+    assert float(reference_loss) != pytest.approx(float(paper_loss), rel=1e-3)
+
+
 class _NoiseBlind(nn.Module):
     """A 'generator' that ignores the code vector: every sample equals the input."""
 

@@ -25,6 +25,8 @@ from typing import Any, Union
 
 import yaml
 
+from training.losses import ADV_REDUCTIONS, SD_REWARDS
+
 TASKS = ("mri", "inpainting")
 METHODS = ("rcgan", "adler", "ohayon")
 MASK_KINDS = ("gro", "equispaced", "random")
@@ -153,8 +155,14 @@ class TrainConfig:
         drift_weight: critic drift-penalty weight (0.001).
         adv_weight: β_adv: a number, or ``schedule`` (the reference MRI schedule by epoch,
             :func:`training.losses.adversarial_weight`).
+        adv_reduction: ``mean`` (the paper's expectation, eq. 4) or ``sum`` (the reference code:
+            the generator's critic scores are summed over the examples of the per-device batch,
+            so β_adv acts batch_size times as strongly); see :mod:`training.losses`.
         beta_sd: initial β_SD (default: β_SD^N of eq. 11).
         beta_sd_autotune: update β_SD once per validation epoch by eq. (23) (rcgan only).
+        sd_reward: ``paper`` (eq. 9) or ``reference`` (the reference code's unbiased
+            ``torch.std`` over the P samples, eq. 9 / sqrt(π/2) at P = 2); see
+            :func:`training.losses.sd_reward`.
         mu_sd: step μ_SD of eq. (23).
         l2_weight: weight of L_2,P for ``method: ohayon``.
         precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
@@ -177,8 +185,10 @@ class TrainConfig:
     gp_weight: float = 10.0
     drift_weight: float = 0.001
     adv_weight: float | str = ADV_SCHEDULE
+    adv_reduction: str = "mean"
     beta_sd: float | None = None
     beta_sd_autotune: bool = True
+    sd_reward: str = "paper"
     mu_sd: float = 0.02
     l2_weight: float = 1.0
     precision: str = "32"
@@ -460,6 +470,13 @@ def validate(config: Config) -> None:
         fail("train.betas", f"must be two Adam betas in [0, 1), got {train.betas}")
     if train.precision not in PRECISIONS:
         fail("train.precision", f"must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
+    if train.adv_reduction not in ADV_REDUCTIONS:
+        fail(
+            "train.adv_reduction",
+            f"must be one of {', '.join(ADV_REDUCTIONS)}, got {train.adv_reduction!r}",
+        )
+    if train.sd_reward not in SD_REWARDS:
+        fail("train.sd_reward", f"must be one of {', '.join(SD_REWARDS)}, got {train.sd_reward!r}")
 
     size = data.image_size
     if size % 2**model.critic_num_down:

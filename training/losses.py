@@ -20,9 +20,23 @@ meaning of β_SD (eq. 11) and the minimiser of Prop. 3.1, are exactly the paper'
 exception is :func:`e1_ep_from_samples`, which returns the squared ℓ2 error energies of
 eqs. (21)-(22) literally; only their ratio is used (eq. 23), so the normalisation cancels.
 
-The SD reward is eq. (9) itself. The reference implementation uses ``torch.std(samples, dim=1)``
-(unbiased SD over the P samples) instead, whose expectation for Gaussian samples is smaller than
-σ (by sqrt(2/π) at P = 2), so β_SD values from the reference code are not directly comparable.
+Paper equations and the reference code
+--------------------------------------
+Two terms have a second variant, chosen by the config keys ``train.sd_reward`` and
+``train.adv_reduction``, so that the paper-reproduction configs train what the authors' code
+(github.com/matt-bendel/rcGAN, ``models/lightning/rcGAN.py``) trained:
+
+- SD reward (:func:`sd_reward`): ``"paper"`` is eq. (9). ``"reference"`` is the reference's
+  ``torch.std(gens, dim=1).mean()``: the unbiased (1/(P−1)) standard deviation over the P
+  samples, averaged over elements and batch. At P = 2 both are multiples of ``|x̂_1 − x̂_2|``
+  (eq. 9: ``sqrt(π)/2·|x̂_1 − x̂_2|``; reference: ``|x̂_1 − x̂_2|/sqrt(2)``), so the reference reward
+  is eq. (9) divided by exactly ``sqrt(π/2)`` ≈ 1.2533. The reference multiplies it by
+  ``std_mult · β_SD^N`` and tunes ``std_mult``, so its β_SD means "weight of the torch.std reward".
+- Batch reduction of the generator's adversarial term (:func:`generator_adversarial_loss`):
+  ``"mean"`` averages the critic's scores over the batch (the expectation of eq. 4).
+  ``"sum"`` is the reference's ``gen_pred_loss``: the mean score of each example's P samples,
+  summed over the B examples of the (per-device) batch, i.e. B times ``"mean"``, so with the
+  paper's batch of 9 the reference's effective β_adv is 9× the nominal one.
 
 Sign conventions (eq. 4)
 ------------------------
@@ -39,6 +53,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+SD_REWARDS = ("paper", "reference")
+"""Kinds of SD reward: eq. (9) (``paper``) or the reference code's ``torch.std`` (``reference``)."""
+ADV_REDUCTIONS = ("mean", "sum")
+"""Batch reductions of the generator's adversarial term: the paper's mean or the reference's sum."""
 MU_SD_DEFAULT = 0.02
 """Default step μ_SD of the β_SD auto-tuning rule (eq. 23), per dB of ratio mismatch.
 
@@ -97,24 +115,35 @@ def l1_p_loss(samples: Tensor, target: Tensor) -> Tensor:
     return (target - samples.mean(dim=1)).abs().mean()
 
 
-def sd_reward(samples: Tensor) -> Tensor:
-    """Standard-deviation reward L_{SD,P} of eq. (9), per-element normalised.
+def sd_reward(samples: Tensor, kind: str = "paper") -> Tensor:
+    """Standard-deviation reward L_{SD,P}, per-element normalised.
 
-    ``sqrt(π / (2P(P−1))) · Σ_i ||x̂_i − x̂_(P)||_1``, averaged over the batch and divided by
-    N = prod(E). For independent Gaussian samples of SD σ its expectation is σ per element.
+    ``kind="paper"``: eq. (9), ``sqrt(π / (2P(P−1))) · Σ_i ||x̂_i − x̂_(P)||_1``, averaged over the
+    batch and divided by N = prod(E); for independent Gaussian samples of SD σ its expectation
+    is σ per element.
+    ``kind="reference"``: the reference code's ``torch.std(samples, dim=1).mean()``, the unbiased
+    sample SD ``(Σ_i (x̂_i − x̂_(P))² / (P−1))^½`` per element, averaged over elements and batch;
+    at P = 2 exactly eq. (9) / sqrt(π/2).
 
     Args:
         samples: generated samples x̂_i, shape (B, P, *E), P >= 2.
+        kind: one of :data:`SD_REWARDS`.
 
     Returns:
         Scalar tensor.
     """
     p = _validate_samples(samples, min_p=2)
+    if kind == "reference":
+        return samples.std(dim=1, correction=1).mean()
+    if kind != "paper":
+        raise ValueError(f"SD reward kind must be one of {', '.join(SD_REWARDS)}, got {kind!r}")
     deviations = (samples - samples.mean(dim=1, keepdim=True)).abs().sum(dim=1)
     return math.sqrt(math.pi / (2.0 * p * (p - 1))) * deviations.mean()
 
 
-def rcgan_regularizer(samples: Tensor, target: Tensor, beta_sd: float) -> Tensor:
+def rcgan_regularizer(
+    samples: Tensor, target: Tensor, beta_sd: float, reward: str = "paper"
+) -> Tensor:
     """rcGAN regulariser L_{1,SD,P} = L_{1,P} − β_SD · L_{SD,P} of eq. (7).
 
     See :func:`l1_p_loss` (eq. 8) and :func:`sd_reward` (eq. 9); both are per-element
@@ -124,12 +153,13 @@ def rcgan_regularizer(samples: Tensor, target: Tensor, beta_sd: float) -> Tensor
         samples: generated samples x̂_i = G(z_i, y), shape (B, P_train, *E), P_train >= 2.
         target: true images x, shape (B, *E).
         beta_sd: SD-reward weight β_SD.
+        reward: SD reward kind, ``"paper"`` (eq. 9) or ``"reference"`` (see :func:`sd_reward`).
 
     Returns:
         Scalar tensor, differentiable with respect to ``samples``.
     """
     _validate_samples(samples, target, min_p=2)
-    return l1_p_loss(samples, target) - beta_sd * sd_reward(samples)
+    return l1_p_loss(samples, target) - beta_sd * sd_reward(samples, reward)
 
 
 def l2_p_loss(samples: Tensor, target: Tensor) -> Tensor:
@@ -176,13 +206,35 @@ def critic_wasserstein_loss(real_scores: Tensor, fake_scores: Tensor) -> Tensor:
     return fake_scores.mean() - real_scores.mean()
 
 
-def generator_adversarial_loss(fake_scores: Tensor) -> Tensor:
-    """Generator's adversarial loss ``−mean(D(x̂, y))``: the θ-dependent part of L_adv (eq. 4).
+def reduce_over_batch(per_example: Tensor, reduction: str = "mean") -> Tensor:
+    """Combine one loss value per example, shape (B,), into a scalar.
 
     Args:
-        fake_scores: critic outputs on generated images, any shape with the batch first.
+        per_example: the loss of each of the B examples of a batch.
+        reduction: ``"mean"`` (the expectation, as the paper writes it) or ``"sum"`` (the
+            reference code's sum over the batch: B times ``"mean"``); see :data:`ADV_REDUCTIONS`.
     """
-    return -fake_scores.mean()
+    if reduction == "mean":
+        return per_example.mean()
+    if reduction == "sum":
+        return per_example.sum()
+    raise ValueError(f"reduction must be one of {', '.join(ADV_REDUCTIONS)}, got {reduction!r}")
+
+
+def generator_adversarial_loss(fake_scores: Tensor, reduction: str = "mean") -> Tensor:
+    """Generator's adversarial loss ``−D(x̂, y)``: the θ-dependent part of L_adv (eq. 4).
+
+    Each example's scores (its P samples, patch scores, ...) are averaged, then the B example
+    means are averaged (``"mean"``: ``−mean(D(x̂, y))``, the paper) or summed (``"sum"``:
+    ``−Σ_b mean_i D(x̂_bi, y_b)``, the reference's ``gen_pred_loss``).
+
+    Args:
+        fake_scores: critic outputs on generated images, shape (B, ...) with the B examples first
+            (e.g. (B, P, 1) for P samples per example).
+        reduction: ``"mean"`` or ``"sum"`` (:data:`ADV_REDUCTIONS`).
+    """
+    per_example = fake_scores.reshape(fake_scores.shape[0], -1).mean(dim=1)
+    return -reduce_over_batch(per_example, reduction)
 
 
 def drift_penalty(real_scores: Tensor, weight: float = 0.001) -> Tensor:
@@ -266,10 +318,12 @@ def adler_generator_loss(
     x1: Tensor,
     x2: Tensor,
     y: Tensor,
+    reduction: str = "mean",
 ) -> Tensor:
     """Adler & Öktem's three-input adversarial loss L_adv^adler of eq. (5), minimised by G.
 
-    ``mean{½·D(x, x̂1, y) + ½·D(x̂2, x, y) − D(x̂1, x̂2, y)}``.
+    ``mean{½·D(x, x̂1, y) + ½·D(x̂2, x, y) − D(x̂1, x̂2, y)}`` (``reduction="sum"``: summed over
+    the batch instead, as :func:`generator_adversarial_loss` does for the reference code).
 
     Args:
         critic3: callable ``critic3(a, b, y)`` scoring the ordered image pair (a, b) given y,
@@ -278,13 +332,21 @@ def adler_generator_loss(
         x1: generated samples G(z1, y), shape (B, *E).
         x2: generated samples G(z2, y) with independent codes, shape (B, *E).
         y: measurements, shape (B, *Y).
+        reduction: ``"mean"`` or ``"sum"`` over the batch (:data:`ADV_REDUCTIONS`).
 
     Returns:
         Scalar tensor.
     """
-    return (
-        0.5 * critic3(x, x1, y).mean() + 0.5 * critic3(x2, x, y).mean() - critic3(x1, x2, y).mean()
+
+    def per_example(scores: Tensor) -> Tensor:
+        return scores.reshape(scores.shape[0], -1).mean(dim=1)
+
+    values = (
+        0.5 * per_example(critic3(x, x1, y))
+        + 0.5 * per_example(critic3(x2, x, y))
+        - per_example(critic3(x1, x2, y))
     )
+    return reduce_over_batch(values, reduction)
 
 
 def adler_critic_loss(

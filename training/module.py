@@ -7,7 +7,8 @@ Per training batch (manual optimisation, critic first as in the reference implem
    eq. (5) with its penalties;
 2. generator: ``β_adv·L_adv + L_1,P − β_SD·L_SD,P`` with P = ``train.p_train`` samples per example
    (``rcgan``, eqs. 6–9); ``β_adv·L_adv + λ·L_2,P`` (``ohayon``, eq. 14); ``β_adv·L_adv^adler``
-   (``adler``, eq. 5).
+   (``adler``, eq. 5). ``train.adv_reduction`` averages (paper) or sums (reference code) L_adv
+   over the batch; ``train.sd_reward`` picks eq. (9) or the reference's ``torch.std`` reward.
 
 Generator outputs are made data consistent before any loss, exactly as the plugin's sampler
 finishes them (:meth:`napari_rcgan.sampler.MRIMeasurement.finish`): un-normalise, replace the
@@ -180,7 +181,7 @@ class RcGANModule(L.LightningModule):
         beta_adv = self.adversarial_weight()
         if self.config.method == "adler":
             adversarial = losses.adler_generator_loss(
-                self.critic, target, samples[:, 0], samples[:, 1], condition
+                self.critic, target, samples[:, 0], samples[:, 1], condition, train.adv_reduction
             )
             regularizer = torch.zeros((), device=samples.device)
         else:
@@ -188,16 +189,20 @@ class RcGANModule(L.LightningModule):
             scores = self.critic(
                 samples.flatten(0, 1), condition.repeat_interleave(count, dim=0)
             )
-            adversarial = losses.generator_adversarial_loss(scores)
+            adversarial = losses.generator_adversarial_loss(
+                scores.reshape(samples.shape[0], count, -1), train.adv_reduction
+            )
             if self.config.method == "ohayon":
                 regularizer = train.l2_weight * losses.l2_p_loss(samples, target)
             else:
-                regularizer = losses.rcgan_regularizer(samples, target, self.beta_sd)
+                regularizer = losses.rcgan_regularizer(
+                    samples, target, self.beta_sd, train.sd_reward
+                )
         loss = beta_adv * adversarial + regularizer
         parts = {"adversarial": adversarial.detach(), "regularizer": regularizer.detach()}
         if self.config.method == "rcgan":
             parts["l1"] = losses.l1_p_loss(samples.detach(), target)
-            parts["sd"] = losses.sd_reward(samples.detach())
+            parts["sd"] = losses.sd_reward(samples.detach(), train.sd_reward)
         return loss, parts
 
     def _guard(self, loss: Tensor, what: str) -> None:

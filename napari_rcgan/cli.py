@@ -1,4 +1,5 @@
-"""The ``napari-rcgan`` command line: ``sample``, ``info``, ``convert``, ``evaluate``, ``demo``.
+"""The ``napari-rcgan`` command line: ``sample``, ``info``, ``convert``, ``evaluate``, ``features``,
+``demo``.
 
 Every expected failure (bad file, bad parameter, mismatched weights) ends with a one-line
 ``napari-rcgan: error: ...`` message and exit status 2, never a traceback, and leaves no output.
@@ -85,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the metrics into the weights file's metadata (the model card)",
     )
 
+    from napari_rcgan.metrics.feature_weights import add_features_parser
+
+    add_features_parser(subparsers)
+
     demo = subparsers.add_parser(
         "demo", help="open napari with the sample data and the widget (headless: write figures)"
     )
@@ -113,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from napari_rcgan.evaluation import run_evaluate_command
 
             run_evaluate_command(args)
+        elif args.command == "features":
+            from napari_rcgan.metrics.feature_weights import run_features_command
+
+            run_features_command(args)
         elif args.command == "demo":
             from napari_rcgan.pipeline import run_demo_command
 

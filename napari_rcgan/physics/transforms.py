@@ -137,7 +137,11 @@ def sense_combine(images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
 
 
 def espirit_maps(
-    kspace: torch.Tensor, calib_width: int = 24, threshold: float = 0.02, crop: float = 0.95
+    kspace: torch.Tensor,
+    calib_width: int = 24,
+    threshold: float = 0.02,
+    crop: float = 0.95,
+    kernel_width: int = 6,
 ) -> torch.Tensor:
     """ESPIRiT sensitivity maps with sigpy's ``EspiritCalib``.
 
@@ -154,6 +158,7 @@ def espirit_maps(
         calib_width=calib_width,
         thresh=threshold,
         crop=crop,
+        kernel_width=kernel_width,
         show_pbar=False,
     )
     return torch.from_numpy(np.asarray(calibration.run(), dtype=np.complex64))

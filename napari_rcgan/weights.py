@@ -117,6 +117,8 @@ class WeightsMetadata:
             lines.append(f"acceleration R: {self.acceleration[0]:g} to {self.acceleration[-1]:g}")
         if self.beta_sd is not None:
             lines.append(f"beta_SD: {self.beta_sd:.4g}")
+        if self.training.get("std_mult") is not None:
+            lines.append(f"reference std_mult: {self.training['std_mult']:.4g}")
         if self.notes:
             lines.append(f"notes: {self.notes}")
         return "\n".join(lines)

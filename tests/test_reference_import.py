@@ -198,7 +198,8 @@ def test_convert_cli_matches_reference_forward(paper_size_checkpoint, tmp_path, 
     torch.testing.assert_close(produced, expected, atol=1e-5, rtol=1e-5)
     # Our generator has no unused layers.
     assert not any(key.startswith("res_layer_1") for key in weights.state_dict)
-    assert "wrote" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "wrote" in printed and f"reference std_mult: {std_mult:.4g}" in printed
 
 
 def test_numpy_1_checkpoints_convert(tmp_path):

@@ -18,16 +18,17 @@ import time
 
 import numpy as np
 
-from napari_rcgan._sample_data import BRAIN_FILE, sample_data_dir
-from napari_rcgan.pipeline import MeasurementSpec, measure_file
+from napari_rcgan.bundled import BRAIN_FILE, sample_data_dir
 from napari_rcgan.sampler import PosteriorSampler
+from napari_rcgan.session import SamplingRequest, Session
 from napari_rcgan.stats import SampleStack
 
 
 def sampling_latency(weights: str, device: str, P: int, R: float) -> tuple[float, float]:
     sampler = PosteriorSampler(weights, device=device)
     started = time.perf_counter()
-    measurement = measure_file(sampler, sample_data_dir() / BRAIN_FILE, MeasurementSpec(R=R))
+    request = SamplingRequest(input=str(sample_data_dir() / BRAIN_FILE), R=R)
+    measurement = Session().measure(request, sampler)
     first = None
     for _ in sampler.iter_chunks(measurement, P):
         if first is None:

@@ -1,7 +1,14 @@
-"""``napari-rcgan demo`` with a display: napari with the brain sample and the widget docked."""
+"""``napari-rcgan demo`` with a display: napari with the brain sample and the widget docked.
+
+The CLI (engine side, no napari import) starts it as ``python -m napari_rcgan._demo``; the exit
+status :data:`napari_rcgan.cli.DEMO_NO_GUI` tells it that napari cannot start here.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -64,3 +71,26 @@ def launch_demo(
     if run:
         napari.run()
     return viewer, widget
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m napari_rcgan._demo [--weights W] [--P P] [--R R] [--device D]``."""
+    from napari_rcgan.cli import DEMO_NO_GUI
+
+    parser = argparse.ArgumentParser(prog="napari-rcgan demo")
+    parser.add_argument("--weights", default=None)
+    parser.add_argument("--P", type=int, default=None)
+    parser.add_argument("--R", type=float, default=None)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    try:
+        import napari  # noqa: F401
+    except ImportError as error:
+        print(f"napari cannot start here ({error})", file=sys.stderr)
+        return DEMO_NO_GUI
+    launch_demo(weights=args.weights, P=args.P, R=args.R, device=args.device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

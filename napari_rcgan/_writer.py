@@ -2,9 +2,9 @@
 
 * ``.h5`` / ``.hdf5``: the schema of ``napari-rcgan sample`` (datasets ``samples``, ``mean``,
   ``std``, ``zero_filled``, ``mask`` and, with a reference, ``target`` and ``error``; attributes
-  ``task``, ``R``, ``P``, ``seed``, ``mask_kind``, ``weights``, ``complete``), built with the
-  engine's :func:`~napari_rcgan.pipeline.result_datasets` and written atomically by
-  :func:`~napari_rcgan.io.write_result_h5`.
+  ``task``, ``R``, ``P``, ``seed``, ``mask_kind``, ``weights``, ``complete``), rebuilt from the
+  layers as a :class:`~napari_rcgan.schema.ResultRecord` (the schema the CLI writes) and written
+  atomically by :func:`~napari_rcgan.pipeline.write_result`.
 * ``.nii.gz`` / ``.nii``: the sample stack as a NIfTI-1 volume ``(H, W, P)`` (``(H, W, P, 3)`` for
   colour), voxel sizes from the layer scale, a header description and the attributes as a JSON
   comment extension; written atomically.
@@ -22,72 +22,58 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from napari_rcgan.errors import ParameterError
-from napari_rcgan.io import atomic_output, write_result_h5
-from napari_rcgan.stats import SampleStack
-
-RESULT_KINDS = ("reference", "zero_filled", "mask", "samples", "mean", "error", "std")
-ARRAYS_KEY = "rcgan_arrays"
-"""Samples-layer metadata key holding the run's reference / zero-filled / mask arrays, so the
-result can be written from the samples layer alone."""
+from napari_rcgan.io import atomic_output
+from napari_rcgan.pipeline import write_result
+from napari_rcgan.schema import (
+    ARRAYS_KEY,
+    LAYER_NAMES,
+    RESULT_KINDS,
+    ResultRecord,
+    record_from_info,
+)
 
 
 @dataclass
 class LayerResult:
-    """One run gathered from its layers: display arrays and the ``metadata["rcgan"]`` values."""
+    """One run gathered from its layers: the schema record and the samples layer's placement."""
 
-    samples: np.ndarray
-    P: int
-    zero_filled: np.ndarray
-    mask: np.ndarray
-    reference: np.ndarray | None
-    info: dict[str, Any]
+    record: ResultRecord
     scale: tuple[float, ...]
     translate: tuple[float, ...]
 
     @property
-    def stack(self) -> SampleStack:
-        stack = SampleStack(self.samples.shape[1:], capacity=self.P)
-        stack.extend(self.samples[: self.P])
-        return stack
+    def samples(self) -> np.ndarray:
+        return self.record.stack.samples
+
+    @property
+    def P(self) -> int:
+        return self.record.drawn
 
     def datasets(self) -> dict[str, np.ndarray]:
-        """The float32 datasets of the CLI schema (via the engine's ``result_datasets``)."""
-        from napari_rcgan.pipeline import result_datasets
-
-        measurement = SimpleNamespace(
-            zero_filled_display=self.zero_filled, mask_display=self.mask, reference=self.reference
-        )
-        return result_datasets(SimpleNamespace(measurement=measurement, stack=self.stack))
+        """The float32 datasets of the file schema."""
+        return self.record.datasets()
 
     def attrs(self) -> dict[str, Any]:
-        """The attributes of the CLI schema (``R`` NaN for inpainting)."""
-        info = self.info
-        R = info.get("R")
-        return {
-            "task": str(info.get("task", "")),
-            "R": float(R) if R is not None else math.nan,
-            "P": int(self.P),
-            "seed": int(info.get("seed", 0)),
-            "mask_kind": str(info.get("mask_kind", "hole" if info.get("task") != "mri" else "")),
-            "weights": str(info.get("weights", "")),
-            "complete": not bool(info.get("partial", False)),
-        }
+        """The attributes of the file schema (``R`` NaN for inpainting)."""
+        return self.record.attrs()
 
 
 def _rcgan(attributes: dict[str, Any]) -> dict[str, Any] | None:
     metadata = attributes.get("metadata") or {}
     info = metadata.get("rcgan")
-    return info if isinstance(info, dict) and info.get("kind") in RESULT_KINDS else None
+    return info if isinstance(info, dict) and isinstance(info.get("kind"), str) else None
 
 
 def result_from_layers(layer_data: list[tuple[Any, dict[str, Any], str]]) -> LayerResult:
     """Gather one run from napari layer data ``(data, attributes, layer_type)``.
+
+    Layers of the run whose kind is not a core kind (outputs that features add) are written as
+    datasets of that name.
 
     Raises:
         ParameterError: no samples layer of a Posterior sampler run, or layers of several runs.
@@ -96,8 +82,8 @@ def result_from_layers(layer_data: list[tuple[Any, dict[str, Any], str]]) -> Lay
     samples = [item for item in tagged if item[2]["kind"] == "samples"]
     if not samples:
         raise ParameterError(
-            "nothing to save: select the 'rcgan samples' layer (and the other result layers) of "
-            "a Posterior sampler run"
+            f"nothing to save: select the '{LAYER_NAMES['samples']}' layer (and the other result "
+            f"layers) of a Posterior sampler run"
         )
     runs = {item[2].get("run") for item in samples}
     if len(samples) > 1 or len(runs) > 1:
@@ -123,18 +109,20 @@ def result_from_layers(layer_data: list[tuple[Any, dict[str, Any], str]]) -> Lay
     zero_filled, mask = array("zero_filled"), array("mask")
     if zero_filled is None or mask is None:
         raise ParameterError(
-            "the result needs the zero-filled and mask images: select the 'rcgan zero-filled' and "
-            "'rcgan mask' layers too"
+            f"the result needs the zero-filled and mask images: select the "
+            f"'{LAYER_NAMES['zero_filled']}' and '{LAYER_NAMES['mask']}' layers too"
         )
     merged = {**info, **(by_kind["mean"][2] if "mean" in by_kind else {})}
     merged["partial"] = bool(info.get("partial", False))
+    merged["attrs"] = info.get("attrs") or {}
+    extras = {
+        kind: np.asarray(item[0], dtype=np.float32)
+        for kind, item in by_kind.items()
+        if kind not in RESULT_KINDS
+    }
+    record = record_from_info(stack, P, zero_filled, mask, array("reference"), merged, extras)
     return LayerResult(
-        samples=stack,
-        P=P,
-        zero_filled=zero_filled,
-        mask=mask,
-        reference=array("reference"),
-        info=merged,
+        record=record,
         scale=tuple(float(v) for v in attributes.get("scale", (1.0,) * stack.ndim)),
         translate=tuple(float(v) for v in attributes.get("translate", (0.0,) * stack.ndim)),
     )
@@ -143,8 +131,7 @@ def result_from_layers(layer_data: list[tuple[Any, dict[str, Any], str]]) -> Lay
 def write_h5(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -> list[str]:
     """npe2 writer: one posterior result → ``.h5`` in the ``napari-rcgan sample`` schema."""
     result = result_from_layers(layer_data)
-    written = write_result_h5(path, result.datasets(), result.attrs())
-    return [str(written)]
+    return [str(write_result(result.record, path))]
 
 
 def nifti_description(attrs: dict[str, Any]) -> str:

@@ -3,16 +3,32 @@
 
 Every expected failure (bad file, bad parameter, mismatched weights) ends with a one-line
 ``napari-rcgan: error: ...`` message and exit status 2, never a traceback, and leaves no output.
+
+The command handlers live here; the work is the engine's. ``sample`` turns its flags into a
+:class:`~napari_rcgan.session.SamplingRequest` (:func:`request_from_args`), runs it through a
+:class:`~napari_rcgan.session.Session` and writes the result with :mod:`napari_rcgan.pipeline`.
+A new ``sample`` option: add the flag in :func:`_add_sample_parser` and carry it into the request
+in :func:`request_from_args` (a request field, or ``options`` for a feature's output producer);
+outputs the producers add are written without further changes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from napari_rcgan.errors import ParameterError, RcganError
+from napari_rcgan.errors import InputFileError, ParameterError, RcganError
+
+if TYPE_CHECKING:
+    from napari_rcgan.session import RunResult, SamplingRequest
+
+DEMO_NO_GUI = 3
+"""Exit status of ``python -m napari_rcgan._demo`` when napari cannot start."""
 
 
 def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -107,8 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "sample":
-            from napari_rcgan.pipeline import run_sample_command
-
             run_sample_command(args)
         elif args.command == "info":
             print(_info(args.path))
@@ -123,8 +137,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_features_command(args)
         elif args.command == "demo":
-            from napari_rcgan.pipeline import run_demo_command
-
             run_demo_command(args)
     except RcganError as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
@@ -132,6 +144,116 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         parser.exit(130, "napari-rcgan: interrupted\n")
     return 0
+
+
+def request_from_args(args: argparse.Namespace) -> SamplingRequest:
+    """The :class:`~napari_rcgan.session.SamplingRequest` of ``napari-rcgan sample``'s flags."""
+    from napari_rcgan.session import SamplingRequest
+
+    return SamplingRequest(
+        input=str(args.input),
+        weights=args.weights,
+        device=args.device,
+        P=args.P,
+        seed=args.seed,
+        chunk_size=args.chunk,
+        slice=args.slice,
+        R=args.R,
+        mask=args.mask,
+        coil_combine=args.coil_combine,
+        hole=args.hole,
+    )
+
+
+def run_sample_command(args: argparse.Namespace) -> RunResult:
+    """``napari-rcgan sample``: validate, sample, then write OUT.h5 (and the PNG)."""
+    from napari_rcgan.pipeline import figure_title, write_figure, write_result
+    from napari_rcgan.session import Session
+
+    out = Path(args.out)
+    request = request_from_args(args)
+    task = request.resolved_task
+    if out.suffix.lower() not in (".h5", ".hdf5"):
+        raise ParameterError(f"{out}: the output must be an .h5 file")
+    result = Session().run(request)
+    write_result(result, out)
+    print(f"wrote {out} ({result.drawn} samples, {result.timings['total_s']:.1f} s)")
+    if args.png:
+        stem = Path(args.input).stem
+        name = (f"{stem}_slice{args.slice}_R{args.R:g}_P{args.P}.png" if task == "mri"
+                else f"{stem}_P{args.P}.png")
+        figure = write_figure(result, Path(args.png) / name, title=figure_title(result))
+        print(f"wrote {figure}")
+    return result
+
+
+def has_display() -> bool:
+    """Whether a GUI can open: macOS/Windows, or an X11/Wayland display on Linux."""
+    if sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def demo_weights(task: str, requested: str | None) -> str:
+    """The weights the demo uses: the requested ones, the bundled ones, else random (with a note)."""
+    from napari_rcgan.session import DEFAULT_WEIGHTS, default_weights
+
+    if requested:
+        return requested
+    weights = default_weights(task)
+    if weights != DEFAULT_WEIGHTS[task]:
+        print(f"note: no bundled '{DEFAULT_WEIGHTS[task]}' weights installed; using {weights}")
+    return weights
+
+
+def run_headless_demo(args: argparse.Namespace) -> list[Path]:
+    """Sample the bundled brain and face examples and write their figures to ``args.out``."""
+    from napari_rcgan.bundled import sample_data_dir
+    from napari_rcgan.pipeline import figure_title, write_figure, write_result
+    from napari_rcgan.session import SamplingRequest, Session
+
+    folder = sample_data_dir()
+    brains = sorted(folder.glob("brain*.h5"))
+    faces = sorted(folder.glob("face*.png"))
+    if not brains and not faces:
+        raise InputFileError(f"{folder}: no sample data found (brain*.h5, face*.png)")
+    out = Path(args.out)
+    session = Session()
+    written = []
+    jobs = [(path, "mri") for path in brains[:1]] + [(path, "inpainting") for path in faces[:1]]
+    for path, task in jobs:
+        weights = demo_weights(task, args.weights if task == "mri" else None)
+        request = SamplingRequest(input=str(path), weights=weights, device=args.device, P=args.P,
+                                  R=args.R)
+        result = session.run(request)
+        stem = f"{path.stem}_R{args.R:g}_P{args.P}" if task == "mri" else f"{path.stem}_P{args.P}"
+        write_result(result, out / f"{stem}.h5")
+        figure = write_figure(result, out / f"{stem}.png", title=figure_title(result))
+        print(f"wrote {figure} ({result.timings['total_s']:.1f} s)")
+        written.append(figure)
+    return written
+
+
+def run_demo_command(args: argparse.Namespace) -> None:
+    """``napari-rcgan demo``: napari with the sample and the widget, or the headless pipeline.
+
+    The GUI runs as ``python -m napari_rcgan._demo`` in a child process, so the CLI never imports
+    napari or Qt; when napari cannot start there the headless demo runs instead.
+    """
+    if not args.headless and has_display():
+        command = [sys.executable, "-m", "napari_rcgan._demo", "--P", str(args.P), "--R",
+                   str(args.R), "--device", args.device]
+        if args.weights:
+            command += ["--weights", args.weights]
+        status = subprocess.call(command)
+        if status != DEMO_NO_GUI:
+            if status != 0:
+                raise RcganError(f"the napari demo ended with exit status {status}")
+            return
+        print("running the headless demo instead")
+    else:
+        print("headless demo" if args.headless else "no display: running the headless demo")
+    run_headless_demo(args)
 
 
 def _info(spec: str) -> str:

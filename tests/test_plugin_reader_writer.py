@@ -9,14 +9,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_rcgan import _sample_data
+from napari_rcgan import _sample_data, bundled
 from napari_rcgan._reader import get_reader, read_fastmri
 from napari_rcgan._writer import read_nifti_attrs, result_from_layers, write_h5, write_nifti
 from napari_rcgan.errors import InputFileError, ParameterError, RcganError
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.physics.inpainting import center_square_hole
-from napari_rcgan.pipeline import MeasurementSpec, measure_file, result_attrs, result_datasets
-from napari_rcgan.sampler import PosteriorSampler
+from napari_rcgan.session import SamplingRequest, Session
 from tests import plugin_helpers as helpers
 from tests.plugin_helpers import napari_rcgan_plugin  # noqa: F401 (fixture)
 
@@ -107,7 +106,7 @@ def test_viewer_open_uses_the_plugin(napari_rcgan_plugin, make_napari_viewer, fi
 
 
 def test_sample_data_dir_points_at_the_shipped_folder():
-    folder = _sample_data.sample_data_dir()
+    folder = bundled.sample_data_dir()
     assert folder.name == "sample_data"
 
 
@@ -132,13 +131,14 @@ def test_face_sample_has_the_centred_hole():
 
 def _layer_data(result, P=None, partial=False):
     """Layer-data tuples like the widget's seven result layers (explorer at P)."""
-    datasets = result_datasets(result)
-    attrs = result_attrs(result)
-    drawn = result.P
+    datasets = result.datasets()
+    attrs = result.attrs()
+    drawn = result.drawn
     P = drawn if P is None else P
     R = None if math.isnan(attrs["R"]) else attrs["R"]
     info = {"P": P, "R": R, "seed": attrs["seed"], "weights": attrs["weights"],
             "task": attrs["task"], "mask_kind": attrs["mask_kind"], "run": 7, "input": "x",
+            "slice": attrs.get("slice"),
             "partial": partial}
     mean = result.stack.mean(P)
     arrays = {
@@ -164,30 +164,28 @@ def _layer_data(result, P=None, partial=False):
 
 @pytest.fixture(scope="module")
 def mri_result(files):
-    sampler = PosteriorSampler(str(files["mri_weights"]), device="cpu")
-    measurement = measure_file(sampler, files["mri"], MeasurementSpec(slice=1, R=4.0))
-    return sampler.sample(measurement, 4, seed=3)
+    return Session().run(SamplingRequest(input=str(files["mri"]), weights=str(files["mri_weights"]),
+                                         device="cpu", slice=1, R=4.0, P=4, seed=3))
 
 
 @pytest.fixture(scope="module")
 def face_result(files):
-    sampler = PosteriorSampler(str(files["face_weights"]), device="cpu")
-    measurement = measure_file(sampler, files["face"], MeasurementSpec())
-    return sampler.sample(measurement, 3, seed=1)
+    return Session().run(SamplingRequest(input=str(files["face"]), weights=str(files["face_weights"]),
+                                         device="cpu", P=3, seed=1))
 
 
 def test_h5_writer_round_trip_matches_the_cli_schema(mri_result, tmp_path):
     out = tmp_path / "result.h5"
     assert write_h5(str(out), _layer_data(mri_result)) == [str(out)]
-    expected = result_datasets(mri_result)
-    attrs = result_attrs(mri_result)
+    expected = mri_result.datasets()
+    attrs = mri_result.attrs()
     with h5py.File(out, "r") as handle:
         assert set(handle) == set(expected) == {
             "samples", "mean", "std", "zero_filled", "mask", "target", "error"
         }
         for name, array in expected.items():
             np.testing.assert_allclose(handle[name][()], array, rtol=1e-5, atol=1e-6)
-        for key in ("task", "P", "seed", "mask_kind", "weights", "complete"):
+        for key in ("task", "P", "seed", "mask_kind", "weights", "complete", "slice"):
             value = handle.attrs[key]
             assert (value.decode() if isinstance(value, bytes) else value) == attrs[key], key
         assert handle.attrs["R"] == pytest.approx(attrs["R"])
@@ -250,7 +248,7 @@ def test_nifti_writer_round_trip(mri_result, tmp_path, suffix):
     assert "rcGAN samples mri" in description and "P=4" in description
     attrs = read_nifti_attrs(out)
     assert attrs["task"] == "mri" and attrs["P"] == 4 and attrs["seed"] == 3
-    assert attrs["R"] == pytest.approx(result_attrs(mri_result)["R"])
+    assert attrs["R"] == pytest.approx(mri_result.attrs()["R"])
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -280,7 +278,7 @@ def test_writer_rejects_two_runs(mri_result, tmp_path):
 
 
 def test_missing_sample_data_gives_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(_sample_data, "sample_data_dir", lambda: tmp_path)
+    monkeypatch.setattr(bundled, "sample_data_dir", lambda: tmp_path)
     with pytest.raises(InputFileError, match="sample file missing"):
         _sample_data.brain_sample()
     with pytest.raises(InputFileError, match="sample face found"):

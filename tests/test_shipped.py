@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_rcgan._sample_data import BRAIN_FILE, sample_data_dir
+from napari_rcgan.bundled import BRAIN_FILE, sample_data_dir
 from napari_rcgan.cli import main
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.physics.fft import fft2c
-from napari_rcgan.pipeline import MeasurementSpec, measure_file
 from napari_rcgan.sampler import PosteriorSampler
+from napari_rcgan.session import SamplingRequest, Session
 from napari_rcgan.weights import bundled_weights, read_metadata
 
 BRAIN = sample_data_dir() / BRAIN_FILE
@@ -35,7 +35,7 @@ def test_bundled_weights_match_their_metadata_and_the_sample_data():
 @pytest.mark.parametrize("R", [2, 4, 8])
 def test_shipped_mri_samples_are_data_consistent(R):
     sampler = PosteriorSampler("mri", device="cpu")
-    measurement = measure_file(sampler, BRAIN, MeasurementSpec(slice=1, R=R))
+    measurement = Session().measure(SamplingRequest(input=str(BRAIN), slice=1, R=R), sampler)
     result = sampler.sample(measurement, P=4, seed=0)
     mask = measurement.mask_tensor
     sampled = fft2c(result.images)[..., mask]
@@ -62,7 +62,9 @@ def test_evaluate_reproduces_the_model_card(tmp_path):
 
 def test_shipped_face_weights_fill_only_the_hole():
     sampler = PosteriorSampler("faces", device="cpu")
-    measurement = measure_file(sampler, sample_data_dir() / "face_astronaut.png", MeasurementSpec())
+    measurement = Session().measure(
+        SamplingRequest(input=str(sample_data_dir() / "face_astronaut.png")), sampler
+    )
     samples = sampler.sample(measurement, P=4, seed=0).stack.samples
     hole = measurement.hole
     known = measurement.image[0].numpy()

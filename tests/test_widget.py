@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from napari.layers import Layer
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
-from napari_rcgan import _sample_data
+from napari_rcgan import _sample_data, bundled
 from napari_rcgan._reader import get_reader
 from napari_rcgan._widget import LAYER_NAMES, PREVIEW_NAME, RESULT_KINDS, PosteriorSamplerWidget
 from napari_rcgan.io import FastMRIFile
@@ -142,7 +143,7 @@ def test_second_run_replaces_the_result_layers(viewer_widget, data):
     third = widget.run_sampling(P=2, R=6, seed=9)
     assert third.measurement is second.measurement
     assert third.measurement is not first.measurement
-    assert len(widget._samplers) == 1
+    assert len(widget.session.samplers) == 1
 
 
 def test_samples_layer_grows_and_slider_gives_prefix_sums(viewer_widget, data):
@@ -155,7 +156,8 @@ def test_samples_layer_grows_and_slider_gives_prefix_sums(viewer_widget, data):
     result = widget.run_sampling(P=6, R=4, seed=2, weights=data["mri_weights"], device="cpu",
                                  chunk_size=2)
     assert result is not None, widget.last_error
-    assert seen == [2, 4, 6]
+    assert seen and seen[-1] == 6 and seen == sorted(set(seen)), seen
+    assert all(count % 2 == 0 for count in seen), "whole chunks only"
     layers = result_layers(viewer)
     samples = layers["samples"].data
     assert widget.P_slider.maximum() == 6 and widget.P_slider.value() == 6
@@ -184,13 +186,17 @@ def test_samples_layer_grows_and_slider_gives_prefix_sums(viewer_widget, data):
 def test_cancel_leaves_a_consistent_partial_result(viewer_widget, data, qtbot, monkeypatch):
     viewer, widget = viewer_widget
     open_file(viewer, data["mri"])
-    sampler = widget._sampler(data["mri_weights"], "cpu")
+    sampler = widget.session.sampler(data["mri_weights"], "cpu")
     forward = sampler._forward
     started_after_cancel: list[bool] = []
 
+    clicked = threading.Event()
+
     def slow_forward(*args, **kwargs):
+        """Chunks after the first wait until Cancel was pressed (no race with the GUI)."""
         started_after_cancel.append(widget._cancel.is_set())
-        time.sleep(0.1)
+        if len(started_after_cancel) > 1:
+            clicked.wait(timeout=20)
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(sampler, "_forward", slow_forward)
@@ -199,6 +205,7 @@ def test_cancel_leaves_a_consistent_partial_result(viewer_widget, data, qtbot, m
                                    device="cpu", chunk_size=2, wait=False) is None
     assert widget.is_running and widget.cancel_button.isEnabled()
     widget.cancel_button.click()
+    clicked.set()
     assert widget.wait(timeout=20)
     result = widget.result
     assert result is not None and result.partial
@@ -242,7 +249,7 @@ def test_bad_mri_inputs_notify_and_add_no_layers(viewer_widget, data, errors):
     widget.wait(timeout=20)
     assert len(errors) == 1, errors
     assert len(result_layers(viewer)) == 7
-    for P in (0, 129, 1000):
+    for P in (0, 513, 1000):
         _assert_rejected(viewer, widget, errors, "P (number of samples)", P=P)
     _assert_rejected(viewer, widget, errors, "R (acceleration)", R=40)
     viewer.add_labels(np.ones((10, 12), dtype=np.uint8), name="bad mask")
@@ -324,7 +331,7 @@ def test_screenshot_of_widget_after_sampling(make_napari_viewer, data, tmp_path)
     viewer.window._qt_window.resize(1500, 950)
     widget = PosteriorSamplerWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Posterior sampler", area="right")
-    source = open_file(viewer, _sample_data.sample_data_dir() / _sample_data.BRAIN_FILE)
+    source = open_file(viewer, bundled.brain_sample_path())
     result = widget.run_sampling(P=16, R=4, seed=0, weights="mri", device="cpu")
     assert result is not None, widget.last_error
     widget.P_slider.setValue(max(1, result.drawn // 2))

@@ -1,0 +1,165 @@
+"""The P explorer: a slider over P, the numbers of the P-average, and a metric-vs-P plot.
+
+The curve's numbers are computed off the GUI thread (:func:`curve_metrics`, called by the
+worker at the end of a run); the GUI only draws them. Moving the slider re-averages from the
+prefix sums (O(HW)) and moves the marker; a metric for a P not on the curve is computed once
+and cached in the run.
+
+Adding a metric (e.g. LPIPS/DISTS): compute it in :func:`curve_metrics` (worker thread) into
+``SamplingRun.metrics[P]`` and draw it in :meth:`Explorer.draw`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout
+
+if TYPE_CHECKING:
+    from napari_rcgan._widget.run import SamplingRun
+
+
+def curve_points(drawn: int) -> list[int]:
+    """P values of the PSNR/SSIM curve: powers of two up to ``drawn``, and ``drawn``."""
+    points = [2**k for k in range(int(math.log2(drawn)) + 1)]
+    return sorted(set(points + [drawn]))
+
+
+def curve_metrics(run: SamplingRun) -> None:
+    """Fill ``run.metrics`` for the curve points (no-op without a reference); any thread."""
+    if run.record.reference is None:
+        return
+    for P in curve_points(run.drawn):
+        run.metric(P)
+
+
+def _fit_ylim(axis: Any, values: list[float], min_span: float) -> None:
+    """Y limits around ``values`` spanning at least ``min_span``, without an offset label."""
+    finite = [v for v in values if math.isfinite(v)]
+    if finite:
+        low, high = min(finite), max(finite)
+        half = max(high - low, min_span) * 0.6
+        centre = (low + high) / 2
+        axis.set_ylim(centre - half, centre + half)
+    axis.ticklabel_format(axis="y", style="plain", useOffset=False)
+
+
+class Explorer(QGroupBox):
+    """Slider, numbers and PSNR/SSIM-vs-P plot of the current run."""
+
+    P_changed = Signal(int)
+    """The user moved the slider to a new P."""
+
+    def __init__(self) -> None:
+        super().__init__("P explorer")
+        layout = QVBoxLayout(self)
+        row = QHBoxLayout()
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(1, 1)
+        self.slider.setEnabled(False)
+        self.value_label = QLabel("P = –")
+        row.addWidget(self.slider, 1)
+        row.addWidget(self.value_label)
+        layout.addLayout(row)
+        self.metrics_label = QLabel("no result yet")
+        self.metrics_label.setWordWrap(True)
+        layout.addWidget(self.metrics_label)
+        self._plotted: tuple[int, int] | None = None
+        self.markers: tuple | None = None
+        self._build_plot(layout)
+        self.slider.valueChanged.connect(self.P_changed.emit)
+
+    def _build_plot(self, layout: QVBoxLayout) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        self.figure = Figure(figsize=(3.4, 2.0), dpi=90)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(160)
+        self.canvas.setMaximumHeight(200)
+        self.psnr_axis = self.figure.add_subplot(111)
+        self.ssim_axis = self.psnr_axis.twinx()
+        self.draw()
+        layout.addWidget(self.canvas)
+
+    def reset(self, run: SamplingRun) -> None:
+        """A run finished: the slider spans its samples and sits at P = all."""
+        self.slider.blockSignals(True)
+        self.slider.setRange(1, run.drawn)
+        self.slider.setValue(run.drawn)
+        self.slider.setEnabled(run.drawn > 1)
+        self.slider.blockSignals(False)
+
+    def set_P(self, P: int) -> None:
+        self.slider.blockSignals(True)
+        self.slider.setValue(int(P))
+        self.slider.blockSignals(False)
+
+    def show_P(self, run: SamplingRun, P: int) -> None:
+        """The numbers and the plot of the first-P average."""
+        self.value_label.setText(f"P = {P}")
+        metric = run.metric(P)
+        partial = " (partial)" if run.partial else ""
+        if metric is None:
+            self.metrics_label.setText(f"P = {P} of {run.drawn}{partial}: no reference, no PSNR")
+        else:
+            self.metrics_label.setText(
+                f"P = {P} of {run.drawn}{partial}: PSNR {metric[0]:.2f} dB, SSIM {metric[1]:.4f}"
+            )
+        self.draw(run, P)
+
+    def draw(self, run: SamplingRun | None = None, P: int | None = None) -> None:
+        """Draw the PSNR/SSIM-vs-P curve of ``run`` with P marked; moving P only moves the
+        markers (the curve is drawn once per run)."""
+        has_curve = run is not None and run.record.reference is not None
+        if has_curve and P is not None and self._plotted == (run.run_id, run.drawn):
+            self._mark(run, P)
+            self.canvas.draw_idle()
+            return
+        left, right = self.psnr_axis, self.ssim_axis
+        left.clear()
+        right.clear()
+        self.markers = None
+        left.set_xlabel("P (samples averaged)", fontsize=8)
+        left.set_ylabel("PSNR (dB)", fontsize=8, color="tab:blue")
+        right.set_ylabel("SSIM", fontsize=8, color="tab:orange")
+        right.yaxis.set_label_position("right")  # clear() moves a twin axis' label to the left
+        right.yaxis.tick_right()
+        for axis in (left, right):
+            axis.tick_params(labelsize=7)
+        left.set_xscale("log", base=2)
+        if has_curve:
+            points = curve_points(run.drawn)
+            values = [run.metric(p) for p in points]
+            psnrs, ssims = [v[0] for v in values], [v[1] for v in values]
+            left.plot(points, psnrs, "o-", color="tab:blue", ms=3, lw=1.2)
+            right.plot(points, ssims, "s--", color="tab:orange", ms=3, lw=1.2)
+            _fit_ylim(left, psnrs, 0.5)
+            _fit_ylim(right, ssims, 0.02)
+            left.set_xlim(0.8, max(points) * 1.25)
+            left.set_xticks(points)
+            left.set_xticklabels([str(p) for p in points])
+            self._plotted = (run.run_id, run.drawn)
+            if P is not None:
+                self._mark(run, P)
+        else:
+            self._plotted = None
+            left.set_title("PSNR / SSIM of the P-average", fontsize=8)
+            left.set_xlim(0.8, 40)
+        self.figure.tight_layout()
+        self.canvas.draw_idle()
+
+    def _mark(self, run: SamplingRun, P: int) -> None:
+        psnr, ssim = run.metric(P)
+        if self.markers is None:
+            line = self.psnr_axis.axvline(P, color="0.4", lw=0.8, ls=":")
+            (left,) = self.psnr_axis.plot([P], [psnr], "o", color="tab:red", ms=6, zorder=5)
+            (right,) = self.ssim_axis.plot([P], [ssim], "s", color="tab:red", ms=6, zorder=5)
+            self.markers = (line, left, right)
+        line, left, right = self.markers
+        line.set_xdata([P, P])
+        left.set_data([P], [psnr])
+        right.set_data([P], [ssim])
+        self.psnr_axis.set_title(f"P={P}: {psnr:.2f} dB, SSIM {ssim:.3f}", fontsize=8)

@@ -18,8 +18,9 @@ today's behaviour) and use it where the step happens (:meth:`Session.sampler`,
 :meth:`Session.measure`, :meth:`Session.iter_run`); feature options that only a feature reads go
 into ``SamplingRequest.options``. Adding an output: write a producer ``f(result) -> None`` that
 reads ``result.request`` / ``result.sampler`` / ``result.measurement`` and fills
-``result.extras`` and ``result.extra_attrs`` (see :mod:`napari_rcgan.schema`), and register it
-once with :func:`register_output`. Producers run in :meth:`Session.finish` (off the GUI thread),
+``result.extras`` and ``result.extra_attrs`` (see :mod:`napari_rcgan.schema`), register it
+with :func:`register_output` when its module is imported, and add the module's name to
+:data:`OUTPUT_MODULES`. Producers run in :meth:`Session.finish` (off the GUI thread),
 in registration order; a producer that does not apply to a request returns without adding
 anything.
 """
@@ -27,6 +28,7 @@ anything.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import threading
 import time
@@ -220,6 +222,10 @@ class RunResult(ResultRecord):
 OutputProducer = Callable[[RunResult], None]
 _producers: dict[str, OutputProducer] = {}
 
+OUTPUT_MODULES: tuple[str, ...] = ()
+"""Engine modules that register output producers when imported; :meth:`Session.finish` imports
+them, so a feature's outputs are there whichever front end runs."""
+
 
 def register_output(name: str, producer: OutputProducer) -> None:
     """Register ``producer`` under ``name`` (again: replace); it runs in :meth:`Session.finish`."""
@@ -365,6 +371,8 @@ class Session:
 
     def finish(self, result: RunResult) -> RunResult:
         """Run the registered output producers on a finished (or cancelled) run."""
+        for name in OUTPUT_MODULES:
+            importlib.import_module(name)
         for producer in _producers.values():
             producer(result)
         return result

@@ -1,9 +1,12 @@
 """napari readers: fastMRI multicoil ``.h5`` (reference image; k-space left on disk), face images.
 
-``get_reader(path)`` claims ``.h5``/``.hdf5`` and common image files and returns None for anything
-else. A claimed file that turns out to be broken (not HDF5, no ``kspace``, unreadable image) makes
-the reader function raise the engine's :class:`~napari_rcgan.errors.InputFileError`, whose
-message names the file, what was expected and what was found.
+``get_reader(path)`` claims an existing ``.h5``/``.hdf5`` file with a ``kspace`` dataset and an
+existing image file whose header PIL recognises, and returns None for anything else (missing
+paths, folders, other HDF5 files, non-images). A claimed file that turns out to be broken (bad
+``kspace`` layout, empty or oversized datasets, corrupt chunks, truncated or oversized images)
+makes the reader function raise only the engine's errors
+(:class:`~napari_rcgan.errors.InputFileError` and its kin), whose message names the file, what was
+expected and what was found.
 
 The fastMRI layer is the reference image: ``reconstruction_rss`` when the file has it, else the
 root-sum-of-squares of the inverse FFT of each slice's k-space. It is a lazy ``(slices, H, W)``
@@ -21,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from napari_rcgan.errors import InputFileError
 from napari_rcgan.io import (
     HDF5_SUFFIXES,
     FastMRIFile,
+    looks_like_fastmri,
+    looks_like_image,
     read_image,
 )
 
@@ -42,9 +46,9 @@ def get_reader(path: str | os.PathLike | list) -> Callable[[Any], list[LayerData
         path = path[0]
     text = str(path).lower()
     if text.endswith(HDF5_SUFFIXES):
-        return read_fastmri
+        return read_fastmri if looks_like_fastmri(path) else None
     if text.endswith(READER_IMAGE_SUFFIXES):
-        return read_face_image
+        return read_face_image if looks_like_image(path) else None
     return None
 
 
@@ -88,18 +92,7 @@ def reference_slice(data: FastMRIFile, index: int) -> np.ndarray:
 
 
 def _reference_shape(data: FastMRIFile) -> tuple[int, int]:
-    if data.has_reference:
-        import h5py
-
-        with h5py.File(data.path, "r") as handle:
-            dataset = handle["reconstruction_rss"]
-            if dataset.ndim != 3 or dataset.shape[0] != data.num_slices:
-                raise InputFileError(
-                    f"{data.path}: 'reconstruction_rss' must be (slices, H, W) with "
-                    f"{data.num_slices} slices like 'kspace', found shape {dataset.shape}"
-                )
-            return int(dataset.shape[1]), int(dataset.shape[2])
-    return _reference_crop(data.kspace_shape)
+    return data.reference_shape or _reference_crop(data.kspace_shape)
 
 
 def lazy_reference_stack(data: FastMRIFile):
@@ -115,22 +108,31 @@ def lazy_reference_stack(data: FastMRIFile):
     return da.stack(slices)
 
 
+def _contrast_high(declared: Any, image: np.ndarray) -> float:
+    """Upper contrast limit: the file's ``max`` attribute when it is a positive number, else the
+    99.8th percentile of the finite pixels of ``image``, else 1."""
+    finite = image[np.isfinite(image)]
+    for value in (declared, np.percentile(finite, 99.8) if finite.size else None):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if np.isfinite(number) and number > 0:
+            return number
+    return 1.0
+
+
 def read_fastmri(path: str | os.PathLike | list) -> list[LayerData]:
     """Open a fastMRI multicoil file as its (lazy) reference image stack.
 
     Raises:
-        InputFileError: the file is not HDF5, has no complex rank-4 ``kspace``, or is unreadable.
+        InputFileError: the file is not HDF5, has no complex rank-4 ``kspace``, empty or oversized
+            datasets, or unreadable data.
     """
     data = FastMRIFile.open(_single(path))
     stack = lazy_reference_stack(data)
-    middle = data.num_slices // 2
-    try:
-        first = reference_slice(data, middle)
-    except (OSError, ValueError, KeyError, TypeError) as error:  # corrupt chunk, bad dtype
-        raise InputFileError(
-            f"{data.path}: cannot compute the reference image ({error})"
-        ) from error
-    high = float(data.attrs.get("max", 0.0) or 0.0) or float(np.percentile(first, 99.8)) or 1.0
+    first = reference_slice(data, data.num_slices // 2)
+    high = _contrast_high(data.attrs.get("max"), first)
     source = {
         "path": str(data.path.resolve()),
         "kind": "fastmri",

@@ -15,6 +15,14 @@ class InputFileError(RcganError):
     """An input file is missing, unreadable, or does not hold what was expected."""
 
 
+class OutputFileError(RcganError):
+    """An output cannot be written: a folder in its place, a read-only or full disk, ..."""
+
+
+class NumericalError(RcganError):
+    """Values outside what float32 computation can represent: NaN/Inf outputs, overflow, underflow."""
+
+
 class MaskError(RcganError):
     """A sampling mask or inpainting hole is empty, of the wrong shape, or otherwise unusable."""
 

@@ -58,6 +58,8 @@ def evaluate(
     counts = sorted(set(sample_counts))
     if counts[0] < 1:
         raise ParameterError(f"P values must be at least 1, got {counts[0]}")
+    if max_slices is not None and max_slices < 1:
+        raise ParameterError(f"max-slices: must be at least 1, got {max_slices}")
     P_max = max(counts)
     slices = [(data, index) for data in map(FastMRIFile.open, _files(Path(folder)))
               for index in range(data.num_slices)][:max_slices]

@@ -24,6 +24,7 @@ import torch
 
 from napari_rcgan.errors import (
     MaskError,
+    NumericalError,
     ParameterError,
     RcganError,
     SamplingCancelled,
@@ -43,8 +44,19 @@ CancelFlag = Callable[[], bool] | threading.Event | None
 ProgressCallback = Callable[[int, int], None] | None
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+MAX_SEED = 2**63
+KSPACE_PEAK_RANGE = (1e-15, 1e15)
+"""Peak k-space magnitudes the float32 pipeline represents: squares (RSS, variances) of the images
+of a peak outside this range overflow to Inf or underflow to zero."""
+
+
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then MPS, then CPU; an explicit name must be available."""
+    """``"auto"`` picks CUDA, then MPS, then CPU; an explicit name must be available.
+
+    Raises:
+        ParameterError: not a CPU/CUDA/MPS device name, or that device is not present.
+    """
     if device == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -53,13 +65,38 @@ def resolve_device(device: str = "auto") -> torch.device:
         return torch.device("cpu")
     try:
         resolved = torch.device(device)
-    except RuntimeError as error:
-        raise ParameterError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from error
+    except (RuntimeError, TypeError) as error:
+        resolved = None
+        cause: BaseException | None = error
+    else:
+        cause = None
+    if resolved is None or resolved.type not in DEVICE_TYPES:
+        raise ParameterError(
+            f"device {device!r}: unsupported; use auto, cpu, cuda, cuda:N or mps"
+        ) from cause
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ParameterError(f"device {device!r} requested but CUDA is not available")
+        raise ParameterError(f"device {device!r}: requested but CUDA is not available")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ParameterError(
+            f"device {device!r}: no such CUDA device; {torch.cuda.device_count()} present"
+        )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ParameterError(f"device {device!r} requested but MPS is not available")
+        raise ParameterError(f"device {device!r}: requested but MPS is not available")
     return resolved
+
+
+def check_seed(seed: int) -> int:
+    """A seed must be an integer in ``[0, 2**63)`` (it is stored as an int64 attribute)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < MAX_SEED:
+        raise ParameterError(f"seed: must be an integer from 0 to 2**63 - 1, got {seed!r}")
+    return int(seed)
+
+
+def check_chunk(chunk: int) -> int:
+    """A chunk (samples per forward pass) must be an integer of at least 1."""
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 1:
+        raise ParameterError(f"chunk: must be an integer of at least 1, got {chunk!r}")
+    return int(chunk)
 
 
 def available_devices() -> list[str]:
@@ -100,6 +137,7 @@ class MRIMeasurement:
         mask: the sampling mask (columns of the ``(S, S)`` k-space).
         normalization: mean/std of the zero-filled image's real channels.
         coil_combine: ``"rss"`` or ``"sense"``; ``sense_maps`` ``(K, S, S)`` when SENSE.
+        source: file and slice, for messages.
     """
 
     target: torch.Tensor | None
@@ -109,6 +147,7 @@ class MRIMeasurement:
     coil_combine: str = "rss"
     sense_maps: torch.Tensor | None = None
     task: str = "mri"
+    source: str = "k-space"
 
     @property
     def mask_tensor(self) -> torch.Tensor:
@@ -152,12 +191,14 @@ class MRIMeasurement:
 
 @dataclass
 class InpaintingMeasurement:
-    """An image with a hole. ``image`` ``(C, H, W)`` in [0, 1]; ``hole`` bool ``(H, W)``."""
+    """An image with a hole. ``image`` ``(C, H, W)`` in [0, 1]; ``hole`` bool ``(H, W)``;
+    ``source`` names the image in messages."""
 
     image: torch.Tensor
     hole: np.ndarray
     has_reference: bool = True
     task: str = "inpainting"
+    source: str = "image"
 
     def network_input(self) -> torch.Tensor:
         """``[(2·image − 1)·(1 − hole), hole]``: ``(C + 1, H, W)``, the hole zeroed."""
@@ -260,6 +301,7 @@ def preprocess_mri(
         raise ParameterError(f"{source}: k-space must be (coils, H, W), got {tuple(kspace.shape)}")
     if not torch.isfinite(torch.view_as_real(kspace)).all():
         raise ParameterError(f"{source}: k-space contains NaN or Inf")
+    _check_dynamic_range(kspace, source)
     if kspace.shape[0] < coils:
         raise ParameterError(f"{source}: has {kspace.shape[0]} coils, at least {coils} are needed")
     size = tuple(image_size)
@@ -271,8 +313,29 @@ def preprocess_mri(
         raise ParameterError(f"{source}: {error}") from error
     target = transforms.coil_compress(images, coils) if images.shape[0] > coils else images
     measured, zero_filled = transforms.apply_kspace_mask(target, torch.from_numpy(mask.mask))
-    normalization = transforms.Normalization.of(transforms.complex_to_channels(zero_filled))
-    return MRIMeasurement(target, measured, mask, normalization)
+    try:
+        normalization = transforms.Normalization.of(transforms.complex_to_channels(zero_filled))
+    except ParameterError as error:
+        raise ParameterError(f"{source}: {error}") from error
+    return MRIMeasurement(target, measured, mask, normalization, source=source)
+
+
+def _check_dynamic_range(kspace: torch.Tensor, source: str) -> None:
+    """All-zero k-space, or a peak outside :data:`KSPACE_PEAK_RANGE`, is an error naming ``source``.
+
+    Raises:
+        ParameterError: nothing was measured.
+        NumericalError: float32 processing would overflow to Inf or underflow to zero.
+    """
+    peak = float(torch.view_as_real(kspace).abs().max()) if kspace.numel() else 0.0
+    if peak == 0:
+        raise ParameterError(f"{source}: k-space is all zero: nothing was measured")
+    low, high = KSPACE_PEAK_RANGE
+    if not low <= peak <= high:
+        raise NumericalError(
+            f"{source}: k-space peaks at {peak:.3g}, outside the {low:g} to {high:g} float32 "
+            "processing represents without overflow or underflow; rescale the data"
+        )
 
 
 class PosteriorSampler:
@@ -364,6 +427,8 @@ class PosteriorSampler:
             raise ParameterError(
                 f"{source}: expected an (H, W) or (H, W, C) image, got {array.shape}"
             )
+        if not np.all(np.isfinite(array)):
+            raise ParameterError(f"{source}: the image contains NaN or Inf")
         channels = self.metadata.channels
         if array.shape[-1] != channels:
             array = _match_channels(array, channels)
@@ -375,7 +440,7 @@ class PosteriorSampler:
             )
         hole = validate_hole(hole, size, source=f"{source} hole")
         tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 0)))
-        return InpaintingMeasurement(tensor, hole, has_reference)
+        return InpaintingMeasurement(tensor, hole, has_reference, source=source)
 
     @property
     def _channels_last(self) -> bool:
@@ -402,6 +467,23 @@ class PosteriorSampler:
                     return self.generator(batch).float()
             return self.generator(batch)
 
+    def _check_finite(
+        self,
+        images: torch.Tensor,
+        display: np.ndarray,
+        measurement: MRIMeasurement | InpaintingMeasurement,
+        start: int,
+        count: int,
+    ) -> None:
+        """NaN or Inf in the samples is an error naming the input and the weights, never a result."""
+        values = torch.view_as_real(images) if images.is_complex() else images
+        if bool(torch.isfinite(values).all()) and np.all(np.isfinite(display)):
+            return
+        raise NumericalError(
+            f"{measurement.source}: samples {start}..{start + count - 1} hold NaN or Inf: the "
+            f"weights {self.name} or the input are outside what float32 computation represents"
+        )
+
     def iter_chunks(
         self,
         measurement: MRIMeasurement | InpaintingMeasurement,
@@ -415,9 +497,8 @@ class PosteriorSampler:
         Stops early (without error) when ``cancel`` is set; check the number of samples received.
         """
         _check_count(P)
-        chunk = chunk_size or self._default_chunk(P)
-        if chunk < 1:
-            raise ParameterError(f"chunk size must be at least 1, got {chunk}")
+        check_seed(seed)
+        chunk = self._default_chunk(P) if chunk_size is None else check_chunk(chunk_size)
         network_input = measurement.network_input()
         start = 0
         while start < P:
@@ -435,7 +516,9 @@ class PosteriorSampler:
                 continue
             with torch.inference_mode():
                 images = measurement.finish(output)
-            yield SampleChunk(start, images.cpu(), measurement.display(images))
+            display = measurement.display(images)
+            self._check_finite(images, display, measurement, start, count)
+            yield SampleChunk(start, images.cpu(), display)
             start += count
 
     def sample(
@@ -507,6 +590,8 @@ __all__ = [
     "RcganError",
     "SampleChunk",
     "available_devices",
+    "check_chunk",
+    "check_seed",
     "code_vector",
     "resolve_device",
 ]

@@ -10,7 +10,9 @@ before trained weights exist).
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,66 @@ METADATA_KEY = "rcgan"
 TASKS = ("mri", "inpainting")
 BUNDLED_DIR = Path(__file__).parent / "weights"
 NOISE_CHANNELS = 2
+
+
+MAX_IMAGE_SIDE = 16384
+MAX_CHANNELS = 256
+MAX_BASE_WIDTH = 4096
+MAX_POOL_LAYERS = 8
+
+
+def min_image_size(num_pool_layers: int) -> int:
+    """Smallest image side a generator with ``num_pool_layers`` levels takes: every level halves."""
+    return 2**num_pool_layers
+
+
+def _integer(low: int, high: int) -> Callable[[Any], bool]:
+    return lambda value: (
+        isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    )
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+METADATA_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "task": (f"one of {TASKS}", lambda value: isinstance(value, str) and value in TASKS),
+    "image_size": (
+        f"[H, W], two integers from 1 to {MAX_IMAGE_SIDE}",
+        lambda value: isinstance(value, list)
+        and len(value) == 2
+        and all(map(_integer(1, MAX_IMAGE_SIDE), value)),
+    ),
+    "channels": (f"an integer from 1 to {MAX_CHANNELS}", _integer(1, MAX_CHANNELS)),
+    "base_width": (f"an integer from 2 to {MAX_BASE_WIDTH}", _integer(2, MAX_BASE_WIDTH)),
+    "num_pool_layers": (f"an integer from 1 to {MAX_POOL_LAYERS}", _integer(1, MAX_POOL_LAYERS)),
+    "input_skip": ("true or false", lambda value: isinstance(value, bool)),
+    "masks": (
+        "a list of mask names",
+        lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value),
+    ),
+    "acceleration": (
+        "a list of accelerations R >= 1",
+        lambda value: isinstance(value, list) and all(_number(r) and r >= 1 for r in value),
+    ),
+    "beta_sd": ("a finite number or null", lambda value: value is None or _number(value)),
+    "training": ("an object", lambda value: isinstance(value, dict)),
+    "metrics": ("an object", lambda value: isinstance(value, dict)),
+    "notes": ("a string", lambda value: isinstance(value, str)),
+    "format_version": (f"an integer from 1 to {FORMAT_VERSION}", _integer(1, FORMAT_VERSION)),
+}
+"""Every metadata key: what its value must be (for messages) and the check."""
+
+REQUIRED_KEYS = ("task", "image_size", "channels")
+
+
+def _check_format_version(version: Any, source: str) -> None:
+    if _number(version) and version > FORMAT_VERSION:
+        raise WeightsError(
+            f"{source}: weights format {version} is newer than this napari-rcgan understands "
+            f"({FORMAT_VERSION}); upgrade napari-rcgan"
+        )
 
 
 @dataclass
@@ -79,24 +141,49 @@ class WeightsMetadata:
 
     @classmethod
     def from_json(cls, text: str, source: str) -> WeightsMetadata:
+        """Parse and check the metadata block; nothing is built from it before it passes.
+
+        Raises:
+            WeightsError: not JSON, unknown or missing keys, or a value of the wrong type/range.
+        """
         try:
             values = json.loads(text)
-            metadata = cls(**values)
         except (json.JSONDecodeError, TypeError) as error:
             raise WeightsError(f"{source}: unreadable rcgan metadata ({error})") from error
+        if not isinstance(values, dict):
+            raise WeightsError(f"{source}: rcgan metadata must be a JSON object, found {values!r}")
+        _check_format_version(values.get("format_version", FORMAT_VERSION), source)
+        unknown = sorted(set(values) - set(METADATA_SCHEMA))
+        missing = sorted(key for key in REQUIRED_KEYS if key not in values)
+        if unknown or missing:
+            raise WeightsError(
+                f"{source}: rcgan metadata "
+                + (f"has unknown keys {unknown}" if unknown else f"lacks the keys {missing}")
+            )
+        metadata = cls(**values)
         metadata.validate(source)
         return metadata
 
     def validate(self, source: str) -> None:
-        if self.format_version > FORMAT_VERSION:
+        """Check every field's type and range (:data:`METADATA_SCHEMA`) and the network's minimum
+        image size (``2**num_pool_layers``).
+
+        Raises:
+            WeightsError: naming ``source``, the key, what was expected and what was found.
+        """
+        values = asdict(self)
+        _check_format_version(values["format_version"], source)
+        for key, (expected, accepts) in METADATA_SCHEMA.items():
+            if not accepts(values[key]):
+                raise WeightsError(
+                    f"{source}: metadata {key} must be {expected}, found {values[key]!r}"
+                )
+        smallest = min_image_size(self.num_pool_layers)
+        if min(self.image_size) < smallest:
             raise WeightsError(
-                f"{source}: weights format {self.format_version} is newer than this napari-rcgan "
-                f"understands ({FORMAT_VERSION}); upgrade napari-rcgan"
+                f"{source}: metadata image_size {self.image_size} is smaller than the "
+                f"{smallest}x{smallest} a generator with {self.num_pool_layers} levels needs"
             )
-        if self.task not in TASKS:
-            raise WeightsError(f"{source}: unknown task {self.task!r}; expected one of {TASKS}")
-        if len(self.image_size) != 2 or min(self.image_size) < 1 or self.channels < 1:
-            raise WeightsError(f"{source}: invalid image_size {self.image_size} or channels")
 
     def describe(self) -> str:
         """Human-readable multi-line summary (used by ``napari-rcgan info`` and the widget)."""
@@ -133,16 +220,42 @@ class Weights:
     source: str
 
     def build_generator(self) -> ResidualUNet:
-        """Instantiate the generator and load the tensors (strictly: every key must match)."""
+        """Instantiate the generator and load the tensors (strictly: every key must match).
+
+        The tensors' names and shapes are compared with the architecture (built on the ``meta``
+        device, which allocates nothing) before the real network is built.
+
+        Raises:
+            WeightsError: missing, unexpected or mis-shaped tensors, or NaN/Inf values.
+        """
+        self.check_tensors()
         generator = build_generator(self.metadata)
-        try:
-            generator.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as error:
-            first_line = str(error).splitlines()[0]
-            raise WeightsError(
-                f"{self.source}: tensors do not fit the architecture in its metadata ({first_line})"
-            ) from error
+        generator.load_state_dict(self.state_dict, strict=True)
         return generator.eval()
+
+    def check_tensors(self) -> None:
+        """Tensor names and shapes as the metadata's architecture needs, all values finite."""
+        with torch.device("meta"):
+            expected = {
+                key: tuple(value.shape) for key, value in build_generator(self.metadata).state_dict().items()
+            }
+        found = {key: tuple(value.shape) for key, value in self.state_dict.items()}
+        missing = sorted(set(expected) - set(found))
+        unexpected = sorted(set(found) - set(expected))
+        wrong = sorted(key for key in set(expected) & set(found) if expected[key] != found[key])
+        if missing or unexpected or wrong:
+            detail = (
+                f"missing {missing[0]}" if missing
+                else f"unexpected {unexpected[0]}" if unexpected
+                else f"{wrong[0]} has shape {found[wrong[0]]}, expected {expected[wrong[0]]}"
+            )
+            raise WeightsError(
+                f"{self.source}: tensors do not fit the architecture in its metadata ({detail}; "
+                f"{len(missing) + len(unexpected) + len(wrong)} mismatches)"
+            )
+        for key, value in self.state_dict.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise WeightsError(f"{self.source}: tensor {key} holds NaN or Inf; the weights are corrupted")
 
 
 def build_generator(metadata: WeightsMetadata) -> ResidualUNet:

@@ -38,7 +38,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from napari_rcgan.errors import RcganError
-from napari_rcgan.io import atomic_output
+from napari_rcgan.io import atomic_output, remove_stale_temporaries
 from training.config import PRECISIONS, Config, ConfigError, check_data_paths, load_config
 from training.datasets import RcGANDataModule
 from training.module import RcGANModule, TrainingDiverged
@@ -143,6 +143,8 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path]:
         )
     if args.resume:
         check_resumable(last, config)
+        for stale in remove_stale_temporaries(out):
+            print(f"training: removed {stale}, left by an interrupted write", file=sys.stderr)
     return config, out
 
 

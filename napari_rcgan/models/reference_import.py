@@ -24,8 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_rcgan.errors import WeightsError
-from napari_rcgan.weights import NOISE_CHANNELS, Weights, WeightsMetadata
+from napari_rcgan.errors import ParameterError, WeightsError
+from napari_rcgan.weights import (
+    MAX_IMAGE_SIDE,
+    NOISE_CHANNELS,
+    Weights,
+    WeightsMetadata,
+    min_image_size,
+)
 
 GENERATOR_PREFIX = "generator."
 # Layers the reference builds but never calls in forward().
@@ -98,7 +104,15 @@ def reference_generator_weights(path: str | os.PathLike, image_size: int | None 
             f"expected 2C+{NOISE_CHANNELS} and 2C for C coils"
         )
     args = _reference_args(checkpoint)
-    size = image_size or args.get("im_size", 384)
+    smallest = min_image_size(levels)
+    if image_size is not None and not (
+        isinstance(image_size, int) and smallest <= image_size <= MAX_IMAGE_SIDE
+    ):
+        raise ParameterError(
+            f"image-size: must be an integer from {smallest} (the smallest image a generator "
+            f"with {levels} levels takes) to {MAX_IMAGE_SIDE}, got {image_size}"
+        )
+    size = args.get("im_size", 384) if image_size is None else image_size
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
         raise WeightsError(
             f"{path}: saved hyper-parameter im_size is {size!r}, expected a positive integer; "
@@ -131,6 +145,7 @@ def reference_generator_weights(path: str | os.PathLike, image_size: int | None 
         acceleration=acceleration,
         training=training,
     )
+    metadata.validate(str(path))
     weights = Weights(metadata, state, str(path))
     weights.build_generator()
     return weights

@@ -1,0 +1,502 @@
+"""Fault suite: malformed inputs, bad options and failing disks get one clear error.
+
+The contract for every command: exit status 2; the last stderr line reads
+``napari-rcgan: error: <file or option>: <problem>``; no traceback; nothing written (no output,
+no temporary) and an existing output file untouched. The API raises only the project's errors
+(:class:`~napari_rcgan.errors.RcganError`), and the napari reader returns None for what it
+cannot read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import struct
+import tempfile
+import warnings
+import zlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from napari_rcgan._reader import get_reader, read_face_image, read_fastmri
+from napari_rcgan.cli import main
+from napari_rcgan.errors import (
+    InputFileError,
+    NumericalError,
+    OutputFileError,
+    ParameterError,
+    RcganError,
+    WeightsError,
+)
+from napari_rcgan.io import FastMRIFile, atomic_output, atomic_outputs, read_image
+from napari_rcgan.sampler import MAX_SEED, PosteriorSampler, check_seed, resolve_device
+
+PREFIX = "napari-rcgan: error: "
+SENTINEL = b"an existing output that a failed run must leave untouched"
+FAST = settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {str(path): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def fails_cleanly(argv: list[str], capsys, watched: Path, subject: str | Path) -> str:
+    """Run the CLI in-process and check the failure contract; return the problem text."""
+    before = _listing(watched)
+    with pytest.raises(SystemExit) as info:
+        main([str(item) for item in argv])
+    error = capsys.readouterr().err
+    assert info.value.code == 2, error
+    assert "Traceback" not in error
+    last = error.rstrip("\n").splitlines()[-1]
+    assert last.startswith(PREFIX), error
+    assert last[len(PREFIX):].startswith(f"{subject}"), f"names {subject}: {last}"
+    assert _listing(watched) == before, "a failed run wrote, removed or changed files"
+    return last[len(PREFIX) + len(str(subject)):]
+
+
+@pytest.fixture()
+def out(tmp_path) -> Path:
+    """An existing output file: every failing run must leave it as it is."""
+    path = tmp_path / "out.h5"
+    path.write_bytes(SENTINEL)
+    return path
+
+
+@pytest.fixture(scope="module")
+def kspace(small_fastmri_file) -> np.ndarray:
+    with h5py.File(small_fastmri_file) as handle:
+        return handle["kspace"][()]
+
+
+def write_kspace(path: Path, kspace: np.ndarray, **options) -> Path:
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("kspace", data=kspace, **options)
+    return path
+
+
+def png_header(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares ``width × height`` 8-bit grey pixels (one row of data)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1))) + chunk(b"IEND", b""))
+    return path
+
+
+def sample_argv(path, weights, out, *extra) -> list:
+    return ["sample", path, "--weights", weights, "--device", "cpu", "--P", "2", "--out", out, *extra]
+
+
+# ------------------------------------------------------------------------------------------------
+# numeric options: seeds, chunks, sizes, devices, slice counts
+
+
+@pytest.mark.parametrize("seed", [-1, MAX_SEED, 2**64])
+def test_seed_outside_int64_is_refused_before_sampling(seed, small_fastmri_file, mri_weights_64, out,
+                                                       capsys):
+    problem = fails_cleanly(sample_argv(small_fastmri_file, mri_weights_64, out, "--seed", seed),
+                            capsys, out.parent, "seed")
+    assert "2**63 - 1" in problem and str(seed) in problem
+
+
+@given(seed=st.one_of(st.integers(max_value=-1), st.integers(min_value=MAX_SEED)))
+@FAST
+def test_check_seed_refuses_every_seed_outside_int64(seed):
+    with pytest.raises(ParameterError, match="seed"):
+        check_seed(seed)
+
+
+def test_chunk_zero_is_refused(small_fastmri_file, mri_weights_64, out, capsys):
+    problem = fails_cleanly(sample_argv(small_fastmri_file, mri_weights_64, out, "--chunk", "0"),
+                            capsys, out.parent, "chunk")
+    assert "at least 1" in problem
+
+
+@pytest.mark.parametrize("device", ["meta", "xpu", "cuda:7", "tpu"])
+def test_unsupported_or_absent_devices_are_refused(device, small_fastmri_file, mri_weights_64, out,
+                                                   capsys):
+    fails_cleanly(sample_argv(small_fastmri_file, mri_weights_64, out, "--device", device),
+                  capsys, out.parent, f"device '{device}'")
+    with pytest.raises(ParameterError):
+        resolve_device(device)
+
+
+def test_evaluate_max_slices_zero_is_refused(small_fastmri_file, mri_weights_64, tmp_path, capsys):
+    metrics = tmp_path / "metrics.json"
+    fails_cleanly(["evaluate", "--weights", mri_weights_64, "--data", small_fastmri_file.parent,
+                   "--device", "cpu", "--max-slices", "0", "--out", metrics],
+                  capsys, tmp_path, "max-slices")
+
+
+def reference_checkpoint(path: Path) -> Path:
+    from tests.reference_rcgan import ReferenceUNetModel
+
+    torch.manual_seed(0)
+    reference = ReferenceUNetModel(in_chans=18, out_chans=16, chans=4, num_pool_layers=2)
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in reference.state_dict().items()},
+                "hyper_parameters": {"args": argparse.Namespace(im_size=64)}}, path)
+    return path
+
+
+@pytest.mark.parametrize("size", ["0", "3", "-64"])
+def test_convert_image_size_below_the_network_minimum_is_refused(size, tmp_path, capsys):
+    checkpoint = reference_checkpoint(tmp_path / "reference.ckpt")
+    problem = fails_cleanly(["convert", checkpoint, tmp_path / "w.safetensors", "--image-size", size],
+                            capsys, tmp_path, "image-size")
+    assert "from 4" in problem
+
+
+# ------------------------------------------------------------------------------------------------
+# weights
+
+
+def weights_with(path: Path, source: Path, metadata: dict | None = None, tensors=None) -> Path:
+    tensors = load_file(source) if tensors is None else tensors
+    with open(source, "rb") as stream:
+        header = json.loads(stream.read(struct.unpack("<Q", stream.read(8))[0]))
+    values = json.loads(header["__metadata__"]["rcgan"]) | (metadata or {})
+    save_file(tensors, str(path), metadata={"rcgan": json.dumps(values)})
+    return path
+
+
+WRONG_VALUES = {
+    "image_size": st.one_of(st.text(max_size=4), st.lists(st.text(max_size=3), min_size=2, max_size=2),
+                            st.lists(st.integers(-5, 0), min_size=2, max_size=2), st.just([64])),
+    "channels": st.one_of(st.text(max_size=3), st.integers(-3, 0), st.floats(), st.booleans()),
+    "base_width": st.one_of(st.integers(-10, 1), st.text(max_size=3), st.none()),
+    "num_pool_layers": st.one_of(st.integers(-3, 0), st.integers(9, 99), st.floats()),
+    "task": st.one_of(st.integers(), st.text(max_size=5).filter(lambda t: t not in ("mri", "inpainting"))),
+    "input_skip": st.one_of(st.integers(), st.text(max_size=3)),
+    "beta_sd": st.one_of(st.text(max_size=3), st.lists(st.integers(), max_size=2)),
+    "masks": st.one_of(st.text(min_size=1, max_size=3), st.lists(st.integers(), min_size=1, max_size=2)),
+}
+
+
+@given(data=st.data(), key=st.sampled_from(sorted(WRONG_VALUES)))
+@FAST
+def test_weights_metadata_of_wrong_types_is_refused_before_anything_is_built(
+    data, key, mri_weights_64, tmp_path_factory
+):
+    folder = tmp_path_factory.mktemp("meta")
+    value = data.draw(WRONG_VALUES[key])
+    path = weights_with(folder / "bad.safetensors", mri_weights_64, {key: value})
+    for argv in (["info", path], sample_argv(path, path, folder / "o.h5")):
+        with pytest.raises(SystemExit) as info:
+            main([str(item) for item in argv])
+        assert info.value.code == 2
+    with pytest.raises(WeightsError, match=f"{path}: metadata {key} must be"):
+        PosteriorSampler(path, device="cpu")
+
+
+def test_image_size_below_the_network_minimum_is_refused(mri_weights_64, tmp_path):
+    path = weights_with(tmp_path / "w.safetensors", mri_weights_64, {"image_size": [2, 2]})
+    with pytest.raises(WeightsError, match=r"smaller than the 4x4 a generator with 2 levels needs"):
+        PosteriorSampler(path, device="cpu")
+
+
+def test_weights_full_of_nan_are_refused(small_fastmri_file, mri_weights_64, out, capsys):
+    tensors = {key: torch.full_like(value, float("nan")) if value.is_floating_point() else value
+               for key, value in load_file(mri_weights_64).items()}
+    path = weights_with(out.parent / "nan.safetensors", mri_weights_64, tensors=tensors)
+    problem = fails_cleanly(sample_argv(small_fastmri_file, path, out), capsys, out.parent, path)
+    assert "NaN or Inf" in problem
+
+
+def test_weights_that_overflow_give_an_error_not_nan_samples(small_fastmri_file, mri_weights_64, out,
+                                                               capsys):
+    tensors = load_file(mri_weights_64)
+    tensors["conv2.1.weight"] = torch.full_like(tensors["conv2.1.weight"], 3e38)
+    path = weights_with(out.parent / "huge.safetensors", mri_weights_64, tensors=tensors)
+    problem = fails_cleanly(sample_argv(small_fastmri_file, path, out), capsys, out.parent,
+                            f"{small_fastmri_file} slice 0")
+    assert "NaN or Inf" in problem and str(path) in problem
+    sampler = PosteriorSampler(path, device="cpu")
+    measurement = sampler.measure_mri(FastMRIFile.open(small_fastmri_file).read_kspace(0), R=4)
+    with pytest.raises(NumericalError):
+        sampler.sample(measurement, P=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# k-space values float32 cannot carry
+
+
+@pytest.mark.parametrize(("scale", "expected"), [
+    (1e30, "peaks at"), (1e-30, "peaks at"), (0.0, "all zero"), ("max", "peaks at")
+])
+def test_kspace_outside_float32_range_is_an_error_naming_the_file(scale, expected, kspace,
+                                                                   mri_weights_64, out, capsys):
+    peak = np.abs(kspace.view(np.float32)).max()
+    factor = 3e38 / peak if scale == "max" else scale
+    scaled = (kspace.astype(np.complex128) * factor).astype(np.complex64)
+    path = write_kspace(out.parent / "scaled.h5", scaled)
+    problem = fails_cleanly(sample_argv(path, mri_weights_64, out), capsys, out.parent, f"{path} slice 0")
+    assert expected in problem and "constant" not in problem
+
+
+# ------------------------------------------------------------------------------------------------
+# HDF5 files: corrupt chunks, huge declarations, empty datasets, truncations
+
+
+def corrupt_chunk_file(path: Path, kspace: np.ndarray) -> Path:
+    write_kspace(path, kspace, compression="gzip", chunks=(1, *kspace.shape[1:]))
+    with h5py.File(path) as handle:
+        dataset = handle["kspace"].id
+        offsets = [dataset.get_chunk_info(i).byte_offset for i in range(dataset.get_num_chunks())]
+    data = bytearray(path.read_bytes())
+    for offset in offsets:
+        data[offset + 16 : offset + 256] = bytes(240)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def huge_file(path: Path) -> Path:
+    with h5py.File(path, "w") as handle:
+        handle.create_dataset("kspace", shape=(1, 8, 100000, 100000), dtype=np.complex64,
+                              chunks=(1, 1, 64, 64))
+    return path
+
+
+def test_corrupt_compressed_chunk_is_an_input_error(kspace, mri_weights_64, out, capsys):
+    path = corrupt_chunk_file(out.parent / "corrupt.h5", kspace)
+    problem = fails_cleanly(sample_argv(path, mri_weights_64, out), capsys, out.parent, path)
+    assert "cannot read slice 0 of 'kspace'" in problem
+    with pytest.raises(InputFileError):
+        read_fastmri(str(path))
+
+
+def test_huge_declared_dataset_is_refused_before_allocating(mri_weights_64, out, capsys):
+    path = huge_file(out.parent / "huge.h5")
+    problem = fails_cleanly(sample_argv(path, mri_weights_64, out), capsys, out.parent, path)
+    assert "596.0 GiB" in problem
+    fails_cleanly(["info", path], capsys, out.parent, path)
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 64, 64), (2, 0, 64, 64), (2, 8, 0, 64)])
+def test_empty_kspace_is_an_input_error(shape, tmp_path):
+    path = write_kspace(tmp_path / "empty.h5", np.zeros(shape, np.complex64))
+    with pytest.raises(InputFileError, match="'kspace' is empty"):
+        FastMRIFile.open(path)
+    with pytest.raises(InputFileError, match="empty"):
+        get_reader(str(path))(str(path))
+
+
+@given(cut=st.floats(0.0, 1.0), flips=st.lists(st.integers(0, 2**31), max_size=4))
+@FAST
+def test_truncated_or_damaged_hdf5_raises_only_input_errors(cut, flips, kspace, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cut")
+    whole = write_kspace(folder / "whole.h5", kspace[:1], compression="gzip").read_bytes()
+    data = bytearray(whole[: int(cut * len(whole))])
+    for position in flips:
+        if data:
+            data[position % len(data)] ^= 0xFF
+    path = folder / "damaged.h5"
+    path.write_bytes(bytes(data))
+    try:
+        FastMRIFile.open(path).read_kspace(0)
+    except RcganError:
+        pass
+    reader = get_reader(str(path))
+    if reader is not None:
+        try:
+            reader(str(path))
+        except RcganError:
+            pass
+
+
+# ------------------------------------------------------------------------------------------------
+# images: high bit depth, decompression bombs, damaged files
+
+
+def test_16_bit_grey_png_is_scaled_by_its_real_range(tmp_path):
+    values = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "grey16.png")
+    image = read_image(tmp_path / "grey16.png")
+    np.testing.assert_allclose(image, values / 65535, atol=1e-6)
+    assert (image >= 1.0).mean() < 0.001, "no saturation"
+
+
+def test_float_and_32_bit_images_are_scaled_into_the_unit_range(tmp_path):
+    ramp = np.linspace(-1000, 3000, 32 * 32).reshape(32, 32)
+    stored = {"float.tif": ramp.astype(np.float32), "int32.tif": ramp.astype(np.int32) * 1000}
+    for name, values in stored.items():
+        Image.fromarray(values).save(tmp_path / name)
+        image = read_image(tmp_path / name)
+        assert image.min() == 0 and image.max() == 1
+        np.testing.assert_allclose(image, (values - values.min()) / np.ptp(values), atol=1e-6)
+
+
+@pytest.mark.parametrize("side", [30000, 10000])
+def test_decompression_bomb_is_an_input_error(side, face_weights_64, out, capsys):
+    path = png_header(out.parent / "bomb.png", side, side)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InputFileError, match="decompression bomb"):
+            read_image(path)
+    assert get_reader(str(path)) is read_face_image, "an image too large is still an image"
+    with pytest.raises(InputFileError, match="decompression bomb"):
+        read_face_image(str(path))
+    fails_cleanly(sample_argv(path, face_weights_64, out), capsys, out.parent, path)
+
+
+@given(cut=st.floats(0.05, 1.0), flips=st.lists(st.integers(0, 2**31), max_size=3))
+@FAST
+def test_truncated_or_damaged_images_raise_only_input_errors(cut, flips, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("img")
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((40, 40, 3)) * 255).astype(np.uint8)).save(folder / "whole.png")
+    whole = (folder / "whole.png").read_bytes()
+    data = bytearray(whole[: int(cut * len(whole))])
+    for position in flips:
+        data[position % len(data)] ^= 0xFF
+    path = folder / "damaged.png"
+    path.write_bytes(bytes(data))
+    try:
+        image = read_image(path)
+    except InputFileError:
+        return
+    assert image.dtype == np.float32 and 0 <= image.min() and image.max() <= 1
+
+
+# ------------------------------------------------------------------------------------------------
+# the napari reader
+
+
+def test_reader_returns_none_for_what_it_cannot_read(tmp_path):
+    (tmp_path / "folder.h5").mkdir()
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "text.png").write_text("not an image")
+    (tmp_path / "empty.h5").write_bytes(b"")
+    with h5py.File(tmp_path / "other.h5", "w") as handle:
+        handle.create_dataset("image", data=np.zeros((2, 4, 4)))
+    for name in ("missing.h5", "missing.png", "folder.h5", "folder.png", "text.png", "empty.h5",
+                 "other.h5"):
+        assert get_reader(str(tmp_path / name)) is None, name
+
+
+def test_reader_raises_only_project_errors_for_claimed_broken_files(kspace, tmp_path):
+    zero_slices = write_kspace(tmp_path / "zero.h5", np.zeros((0, 8, 64, 64), np.complex64))
+    cases = [zero_slices, huge_file(tmp_path / "huge.h5"), corrupt_chunk_file(tmp_path / "c.h5", kspace),
+             png_header(tmp_path / "bomb.png", 30000, 30000)]
+    for path in cases:
+        reader = get_reader(str(path))
+        assert reader is not None, path
+        with pytest.raises(InputFileError, match=str(path)):
+            reader(str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# outputs that cannot be written
+
+
+def _unwritable_outputs(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "a_folder.h5").mkdir()
+    (tmp_path / "a_file").write_bytes(b"x")
+    return {
+        "folder": tmp_path / "a_folder.h5",
+        "below a file": tmp_path / "a_file" / "out.h5",
+        "/proc": Path("/proc/rcgan-out.h5"),
+    }
+
+
+@pytest.mark.parametrize("case", ["folder", "below a file", "/proc"])
+def test_sample_output_that_cannot_be_written(case, small_fastmri_file, mri_weights_64, tmp_path, capsys):
+    target = _unwritable_outputs(tmp_path)[case]
+    fails_cleanly(sample_argv(small_fastmri_file, mri_weights_64, target), capsys, tmp_path, target)
+
+
+@pytest.mark.parametrize("case", ["folder", "below a file"])
+def test_convert_output_that_cannot_be_written(case, tmp_path, capsys):
+    checkpoint = reference_checkpoint(tmp_path / "reference.ckpt")
+    target = _unwritable_outputs(tmp_path)[case].with_suffix(".safetensors")
+    if case == "folder":
+        target.mkdir()
+    fails_cleanly(["convert", checkpoint, target], capsys, tmp_path, target)
+
+
+@pytest.mark.parametrize("case", ["folder", "below a file"])
+def test_evaluate_output_that_cannot_be_written(case, small_fastmri_file, mri_weights_64, tmp_path,
+                                                capsys):
+    target = _unwritable_outputs(tmp_path)[case]
+    fails_cleanly(["evaluate", "--weights", mri_weights_64, "--data", small_fastmri_file.parent,
+                   "--device", "cpu", "--R", "4", "--P", "1", "--max-slices", "1", "--out", target],
+                  capsys, tmp_path, target)
+
+
+def test_read_only_file_system_is_an_output_error(monkeypatch, tmp_path):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    expected = f"{tmp_path / 'x.h5'}: cannot be written \\(Read-only file system\\)"
+    with pytest.raises(OutputFileError, match=expected):
+        with atomic_output(tmp_path / "x.h5"):
+            pass
+
+
+def test_disk_full_while_writing_leaves_nothing_and_keeps_the_old_file(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(SENTINEL)
+    with pytest.raises(OutputFileError, match=f"{target}: cannot be written \\(No space left on device\\)"):
+        with atomic_output(target) as temporary:
+            with open("/dev/full", "wb") as full, open(temporary, "wb") as partial:
+                partial.write(b"half")
+                full.write(b"x" * 65536)
+                full.flush()
+    assert target.read_bytes() == SENTINEL
+    assert [path.name for path in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_outputs_are_committed_together_or_not_at_all(tmp_path):
+    first, second = tmp_path / "a.h5", tmp_path / "b.png"
+    first.write_bytes(SENTINEL)
+    (tmp_path / "b.png").mkdir()
+    with pytest.raises(OutputFileError, match=f"{second}: is a folder"):
+        with atomic_outputs([first, second]) as temporaries:
+            for temporary in temporaries:
+                temporary.write_bytes(b"new")
+    assert first.read_bytes() == SENTINEL
+    second.rmdir()
+    with atomic_outputs([first, second]) as temporaries:
+        for temporary in temporaries:
+            temporary.write_bytes(b"new")
+    assert first.read_bytes() == second.read_bytes() == b"new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.h5", "b.png"]
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+
+
+def test_resume_removes_stale_temporary_checkpoints(tmp_path):
+    from training.config import load_config
+    from training.train import build_parser, prepare
+
+    config_path = Path(__file__).resolve().parents[1] / "training" / "configs" / "smoke-faces.yaml"
+    root = tmp_path / "faces"
+    for split in ("train", "val"):
+        (root / split).mkdir(parents=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    config = load_config(config_path)
+    torch.save({"hyper_parameters": {"config": config.to_dict()}}, run / "last.ckpt")
+    stale = run / ".last.ckpt.k3j4_x.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    prepare(build_parser().parse_args(["--config", str(config_path), "--out", str(run),
+                                       "--data-root", str(root), "--resume"]))
+    assert not stale.exists()
+    assert (run / "last.ckpt").is_file()

@@ -32,7 +32,7 @@ from napari_rcgan.sampler import PosteriorSampler
 SUPPORT_FRACTION = 0.05
 
 
-def _files(folder: Path) -> list[Path]:
+def data_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InputFileError(f"{folder}: no such data folder")
     files = sorted(folder.glob("*.h5")) or sorted(folder.rglob("*.h5"))
@@ -61,7 +61,7 @@ def evaluate(
     if max_slices is not None and max_slices < 1:
         raise ParameterError(f"max-slices: must be at least 1, got {max_slices}")
     P_max = max(counts)
-    slices = [(data, index) for data in map(FastMRIFile.open, _files(Path(folder)))
+    slices = [(data, index) for data in map(FastMRIFile.open, data_files(Path(folder)))
               for index in range(data.num_slices)][:max_slices]
     results: dict = {}
     for R in accelerations:

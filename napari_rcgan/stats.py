@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from napari_rcgan.errors import ParameterError
+
 
 class SampleStack:
     """Posterior samples with prefix sums, so that mean and SD of the first P cost O(HW).
@@ -111,3 +113,96 @@ def ssim(estimate: np.ndarray, reference: np.ndarray) -> float:
 def apsd(stack: SampleStack, P: int | None = None) -> float:
     """Average pixel-wise SD ``(1/(NP) Σ_i ||x̂_(P) − x̂_i||²)^½`` (paper, Table 1)."""
     return float(np.sqrt(np.mean(stack.std(P).astype(np.float64) ** 2)))
+
+
+MAX_COMPONENTS = 10
+
+
+def principal_components(
+    samples: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first k principal components of a posterior sample stack (cf. pcaGAN).
+
+    From the SVD ``U S Vᵀ`` of the centred stack ``X − mean`` flattened to ``(P, N)``: the
+    components are the rows of ``Vᵀ`` (unit norm), the variances ``S² / (P − 1)`` (as
+    ``numpy.cov``), the explained fractions ``S² / Σ S²``. Each component's sign makes its
+    largest-magnitude entry positive.
+
+    Args:
+        samples: ``(P, H, W)`` (or ``(P, H, W, C)``) stack, P ≥ 2.
+        k: number of components, ``1 ≤ k ≤ min(P − 1, 10)``.
+
+    Returns:
+        ``(components (k, H, W[, C]) float32, variances (k,) float64, explained (k,) float64)``.
+
+    Raises:
+        ParameterError: k out of range.
+    """
+    samples = np.asarray(samples)
+    count = samples.shape[0]
+    limit = min(count - 1, MAX_COMPONENTS)
+    if not isinstance(k, (int, np.integer)) or not 1 <= k <= limit:
+        raise ParameterError(
+            f"number of principal components must be an integer in 1..{limit} "
+            f"(min(P - 1, {MAX_COMPONENTS}) for P={count} samples), got {k}"
+        )
+    flat = samples.reshape(count, -1).astype(np.float64)
+    centred = flat - flat.mean(axis=0)
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    components = vt[:k]
+    peaks = np.argmax(np.abs(components), axis=1)
+    components = components * np.sign(components[np.arange(k), peaks])[:, None]
+    energy = singular**2
+    total = float(energy.sum())
+    explained = energy[:k] / total if total > 0 else np.zeros(k)
+    return (
+        components.reshape(k, *samples.shape[1:]).astype(np.float32),
+        energy[:k] / (count - 1),
+        explained,
+    )
+
+
+def roi_values(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean intensity of each sample inside a region: the ROI posterior, float64 ``(P,)``.
+
+    Args:
+        samples: ``(P, H, W)`` (or ``(P, H, W, C)``: the mean is over pixels and channels).
+        mask: bool ``(H, W)``, True inside the region.
+
+    Raises:
+        ParameterError: a mask of another shape, or an empty one.
+    """
+    samples = np.asarray(samples)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != samples.shape[1:3]:
+        raise ParameterError(
+            f"ROI mask of shape {mask.shape} does not fit samples of {samples.shape[1:3]}"
+        )
+    if not mask.any():
+        raise ParameterError("the ROI contains no pixel of the image")
+    values = samples[:, mask].astype(np.float64)
+    return values.reshape(len(samples), -1).mean(axis=1)
+
+
+def roi_box_mask(box: tuple[int, int, int, int], shape: tuple[int, int]) -> np.ndarray:
+    """A rectangle ``(Y0, X0, Y1, X1)`` (rows Y0..Y1−1, columns X0..X1−1) as a bool mask.
+
+    Raises:
+        ParameterError: an empty rectangle or one that leaves the ``(H, W)`` image.
+    """
+    y0, x0, y1, x1 = (int(v) for v in box)
+    height, width = shape
+    if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
+        raise ParameterError(
+            f"ROI {y0},{x0},{y1},{x1} (Y0,X0,Y1,X1) must be a non-empty rectangle inside the "
+            f"{height}x{width} image: 0 <= Y0 < Y1 <= {height} and 0 <= X0 < X1 <= {width}"
+        )
+    mask = np.zeros(shape, dtype=bool)
+    mask[y0:y1, x0:x1] = True
+    return mask
+
+
+def credible_interval(values: np.ndarray, level: float = 0.9) -> tuple[float, float]:
+    """Equal-tailed credible interval of ``values`` (the ``(1 ± level)/2`` quantiles)."""
+    low, high = np.quantile(np.asarray(values, np.float64), [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)

@@ -108,6 +108,8 @@ class WeightsMetadata:
         beta_sd: SD-reward weight at the end of training.
         training: free-form description (data, steps, hardware, duration, config).
         metrics: measured evaluation metrics.
+        conformal: conformal interval calibration, ``{"alpha", "P", "scale": {"<R>": λ},
+            "coverage": {"<R>": measured}}`` (``napari-rcgan calibrate``); empty when none.
         notes: anything a user must know (e.g. "demo quality").
     """
 
@@ -122,6 +124,7 @@ class WeightsMetadata:
     beta_sd: float | None = None
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    conformal: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     format_version: int = FORMAT_VERSION
 
@@ -206,6 +209,11 @@ class WeightsMetadata:
             lines.append(f"beta_SD: {self.beta_sd:.4g}")
         if self.training.get("std_mult") is not None:
             lines.append(f"reference std_mult: {self.training['std_mult']:.4g}")
+        if self.conformal.get("scale"):
+            lines.append(
+                f"conformal intervals: {100 * (1 - self.conformal['alpha']):g}% at "
+                f"P={self.conformal['P']}, R {', '.join(sorted(self.conformal['scale'], key=float))}"
+            )
         if self.notes:
             lines.append(f"notes: {self.notes}")
         return "\n".join(lines)

@@ -60,6 +60,7 @@ def simulated(image_slices: list[np.ndarray], seed: int = 0) -> list[np.ndarray]
 
 def cases(weights: str) -> dict[str, tuple[str | Weights, list[np.ndarray]]]:
     from skimage import color, data
+
     from training.simulate import axial_slices, load_anatomy
 
     brain = FastMRIFile.open(SAMPLE)

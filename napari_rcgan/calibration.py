@@ -58,6 +58,7 @@ def calibrate(
     seed: int = 0,
     test_fraction: float = 0.25,
     max_slices: int | None = None,
+    chunk_size: int | None = None,
 ) -> dict[str, Any]:
     """The ``conformal`` metadata block for ``sampler``'s weights (module docstring).
 
@@ -95,7 +96,7 @@ def calibrate(
                 data.read_kspace(index), R=R, mask_kind=mask_kind,
                 source=f"{data.path} slice {index}",
             )
-            stack = sampler.sample(measurement, P, seed=seed).stack
+            stack = sampler.sample(measurement, P, seed=seed, chunk_size=chunk_size).stack
             mean, sd = stack.mean(), stack.std()
             parts.append((measurement.reference, mean, sd, interval_region(mean)))
             if position in calibration_set:
@@ -131,7 +132,7 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
     sampler = PosteriorSampler(weights, device=args.device)
     conformal = calibrate(
         sampler, args.data, args.R, args.alpha, args.P, args.mask, args.seed,
-        args.test_fraction, args.max_slices,
+        args.test_fraction, args.max_slices, args.chunk,
     )
     conformal.update(data=str(args.data), calibrated=time.strftime("%Y-%m-%d"))
     for R, scale in conformal["scale"].items():

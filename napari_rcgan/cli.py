@@ -1,5 +1,5 @@
-"""The ``napari-rcgan`` command line: ``sample``, ``info``, ``convert``, ``evaluate``, ``features``,
-``demo``.
+"""The ``napari-rcgan`` command line: ``sample``, ``info``, ``convert``, ``calibrate``,
+``evaluate``, ``features``, ``demo``.
 
 Every expected failure (bad file, bad parameter, mismatched weights) ends with a one-line
 ``napari-rcgan: error: ...`` message and exit status 2, never a traceback, and leaves no output.
@@ -67,6 +67,27 @@ def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", required=True, help="output .h5 file")
     parser.add_argument("--png", default=None, help="folder for a summary figure")
+    parser.add_argument(
+        "--self-check",
+        action="store_true",
+        help="hold out measured k-space lines and check the samples against them (MRI): "
+        "writes selfcheck_verdict, selfcheck_error_ratio, selfcheck_coverage",
+    )
+    parser.add_argument(
+        "--intervals",
+        action="store_true",
+        help="require conformal intervals (an error if the weights carry no calibration for "
+        "this R); without it they are written whenever the weights carry one",
+    )
+    parser.add_argument(
+        "--pcs", type=int, default=0, metavar="K",
+        help="write K posterior principal components (pcs, pc_variances); K <= min(P-1, 10)",
+    )
+    parser.add_argument(
+        "--roi", default=None, metavar="Y0,X0,Y1,X1",
+        help="write the mean intensity of each sample in rows Y0..Y1-1, columns X0..X1-1 "
+        "(roi_values)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +107,29 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("checkpoint", help="reference .ckpt (read with weights_only=True)")
     convert.add_argument("out", help="output .safetensors")
     convert.add_argument("--image-size", type=int, default=None, help="default: from checkpoint")
+
+    calibrate = subparsers.add_parser(
+        "calibrate",
+        help="conformal interval scales for MRI weights (stored in their metadata)",
+        description="Split-conformal calibration on held-out fully sampled data: for each R, the "
+        "scale lambda so that mean +- lambda*SD covers the truth (inside the object) at rate "
+        ">= 1 - alpha; the coverage is measured on a disjoint part of the data.",
+    )
+    calibrate.add_argument("--weights", default="mri")
+    calibrate.add_argument("--data", required=True, help="folder of held-out fastMRI .h5 files")
+    calibrate.add_argument("--R", type=float, nargs="+", default=[4.0, 8.0])
+    calibrate.add_argument("--alpha", type=float, default=0.1, help="miscoverage (default 0.1)")
+    calibrate.add_argument("--P", type=int, default=32, help="samples per slice (default 32)")
+    calibrate.add_argument("--mask", default="gro")
+    calibrate.add_argument("--seed", type=int, default=0)
+    calibrate.add_argument("--device", default="auto")
+    calibrate.add_argument(
+        "--test-fraction", type=float, default=0.25,
+        help="fraction of the slices kept out of calibration to measure coverage (default 0.25)",
+    )
+    calibrate.add_argument("--max-slices", type=int, default=None)
+    calibrate.add_argument("--chunk", type=int, default=None, help="samples per forward pass")
+    calibrate.add_argument("--out", required=True, help="output weights .safetensors")
 
     evaluate = subparsers.add_parser("evaluate", help="measure weights on held-out data")
     evaluate.add_argument("--weights", default="mri")
@@ -128,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_info(args.path))
         elif args.command == "convert":
             _convert(args)
+        elif args.command == "calibrate":
+            from napari_rcgan.calibration import run_calibrate_command
+
+            run_calibrate_command(args)
         elif args.command == "evaluate":
             from napari_rcgan.evaluation import run_evaluate_command
 
@@ -149,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def request_from_args(args: argparse.Namespace) -> SamplingRequest:
     """The :class:`~napari_rcgan.session.SamplingRequest` of ``napari-rcgan sample``'s flags."""
     from napari_rcgan.session import SamplingRequest
+    from napari_rcgan.uncertainty import parse_roi_box
 
     return SamplingRequest(
         input=str(args.input),
@@ -162,11 +211,18 @@ def request_from_args(args: argparse.Namespace) -> SamplingRequest:
         mask=args.mask,
         coil_combine=args.coil_combine,
         hole=args.hole,
+        options={
+            "self_check": bool(args.self_check),
+            "intervals": True if args.intervals else None,
+            "pcs": int(args.pcs),
+            "roi": parse_roi_box(args.roi) if args.roi else None,
+        },
     )
 
 
 def run_sample_command(args: argparse.Namespace) -> RunResult:
     """``napari-rcgan sample``: validate, sample, then write OUT.h5 (and the PNG)."""
+    from napari_rcgan import uncertainty
     from napari_rcgan.pipeline import figure_title, write_figure, write_result
     from napari_rcgan.session import Session
 
@@ -175,15 +231,27 @@ def run_sample_command(args: argparse.Namespace) -> RunResult:
     task = request.resolved_task
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise ParameterError(f"{out}: the output must be an .h5 file")
-    result = Session().run(request)
+    session = Session()
+    sampler = session.sampler(request.resolved_weights, request.device)
+    uncertainty.check_options(
+        dict(request.options), sampler, session.measure(request, sampler), request.P
+    )
+    result = session.run(request)
     write_result(result, out)
     print(f"wrote {out} ({result.drawn} samples, {result.timings['total_s']:.1f} s)")
+    for line in uncertainty.summary_lines(result):
+        print(line)
     if args.png:
         stem = Path(args.input).stem
         name = (f"{stem}_slice{args.slice}_R{args.R:g}_P{args.P}.png" if task == "mri"
                 else f"{stem}_P{args.P}.png")
         figure = write_figure(result, Path(args.png) / name, title=figure_title(result))
         print(f"wrote {figure}")
+        if uncertainty.has_outputs(result):
+            from napari_rcgan.uncertainty_figure import write_uncertainty_figure
+
+            extra = Path(args.png) / name.replace(".png", "_uncertainty.png")
+            print(f"wrote {write_uncertainty_figure(result, extra)}")
     return result
 
 

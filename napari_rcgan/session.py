@@ -222,7 +222,7 @@ class RunResult(ResultRecord):
 OutputProducer = Callable[[RunResult], None]
 _producers: dict[str, OutputProducer] = {}
 
-OUTPUT_MODULES: tuple[str, ...] = ()
+OUTPUT_MODULES: tuple[str, ...] = ("napari_rcgan.uncertainty",)
 """Engine modules that register output producers when imported; :meth:`Session.finish` imports
 them, so a feature's outputs are there whichever front end runs."""
 

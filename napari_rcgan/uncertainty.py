@@ -443,40 +443,14 @@ def interval_maps(
 
 
 # --------------------------------------------------------------------------------------------
-# What a sampling run adds (shared by the CLI and the viewer)
-
-
-@dataclass
-class UncertaintyRequest:
-    """Which uncertainty products a sampling run should add.
-
-    Attributes:
-        self_check: run :func:`self_check` (MRI only).
-        intervals: conformal intervals: None gives them when the weights carry a calibration
-            for the run's R; True requires them (an error otherwise); False never.
-        pcs: number of posterior principal components (0: none).
-        roi: bool ``(H, W)`` region whose posterior mean intensity is reported, or None.
-        roi_box: the ``(Y0, X0, Y1, X1)`` the ROI came from, stored as an attribute.
-    """
-
-    self_check: bool = False
-    intervals: bool | None = None
-    pcs: int = 0
-    roi: np.ndarray | None = None
-    roi_box: tuple[int, int, int, int] | None = None
-
-
-@dataclass
-class UncertaintyProducts:
-    """Datasets and attributes for the ``sample`` output schema, plus what the viewer shows.
-
-    ``interval_note`` says why no interval was given (None when one was).
-    """
-
-    datasets: dict[str, np.ndarray]
-    attrs: dict[str, Any]
-    check: SelfCheckResult | None = None
-    interval_note: str | None = None
+# What a sampling run adds (a session output producer: the CLI and the widget alike)
+#
+# ``SamplingRequest.options`` keys read here:
+#   "self_check": bool — run :func:`self_check` after sampling (MRI);
+#   "intervals": None (when the weights carry a calibration for the run's R), True (required:
+#       an error before sampling otherwise) or False (never);
+#   "pcs": int — number of posterior principal components;
+#   "roi": (Y0, X0, Y1, X1) — rectangle whose posterior mean intensity is reported.
 
 
 def parse_roi_box(text: str) -> tuple[int, int, int, int]:
@@ -492,15 +466,15 @@ def parse_roi_box(text: str) -> tuple[int, int, int, int]:
 
 
 def interval_scale_for(
-    sampler: PosteriorSampler, measurement: Any, request: UncertaintyRequest
+    sampler: PosteriorSampler, measurement: Any, required: bool | None
 ) -> tuple[float | None, str | None]:
-    """The conformal ``λ`` to use for this measurement, or ``(None, why not)``.
+    """The conformal ``λ`` for this measurement, or ``(None, why not)``.
 
     Raises:
-        WeightsError: ``request.intervals`` is True and the weights carry no calibration
-            for this task/R.
+        WeightsError: ``required`` is True and the weights carry no calibration for this
+            task and R.
     """
-    if request.intervals is False:
+    if required is False:
         return None, None
     try:
         if not isinstance(measurement, MRIMeasurement):
@@ -513,107 +487,149 @@ def interval_scale_for(
             None,
         )
     except WeightsError as error:
-        if request.intervals:
+        if required:
             raise
         return None, str(error)
 
 
-def validate_request(sample_shape: tuple[int, ...], P: int, request: UncertaintyRequest) -> None:
-    """Check the request against the run before any sample is drawn.
+def check_options(
+    options: dict[str, Any], sampler: PosteriorSampler, measurement: Any, P: int
+) -> None:
+    """Check a request's uncertainty options before any sample is drawn.
 
     Raises:
-        ParameterError: ``pcs`` above ``min(P − 1, 10)``, or an ROI that does not fit.
+        ParameterError: ``pcs`` outside ``1..min(P − 1, 10)``, or an ROI that is empty or
+            leaves the image.
+        WeightsError: intervals required but not calibrated for this R.
     """
-    from napari_rcgan.stats import MAX_COMPONENTS
+    from napari_rcgan.stats import MAX_COMPONENTS, roi_box_mask
 
+    pcs = int(options.get("pcs") or 0)
     limit = min(P - 1, MAX_COMPONENTS)
-    if request.pcs and not 1 <= request.pcs <= limit:
+    if pcs and not 1 <= pcs <= limit:
         raise ParameterError(
-            f"--pcs {request.pcs}: at most min(P - 1, {MAX_COMPONENTS}) = {limit} principal "
+            f"--pcs {pcs}: at most min(P - 1, {MAX_COMPONENTS}) = {limit} principal "
             f"components for P={P} samples"
         )
-    if request.roi is not None:
-        if request.roi.shape != tuple(sample_shape[:2]):
-            raise ParameterError(
-                f"ROI of shape {request.roi.shape} does not fit the {sample_shape[:2]} image"
-            )
-        if not request.roi.any():
-            raise ParameterError("the ROI contains no pixel of the image")
+    if options.get("roi") is not None:
+        roi_box_mask(options["roi"], tuple(measurement.mask_display.shape))
+    interval_scale_for(sampler, measurement, options.get("intervals"))
 
 
-def uncertainty_products(
-    sampler: PosteriorSampler,
-    result: Any,
-    request: UncertaintyRequest,
-    cancel: CancelFlag = None,
-) -> UncertaintyProducts:
-    """Everything ``request`` asks for, from a finished run ``result`` (PosteriorSamples)."""
+def _interval_outputs(result: Any, scale: float) -> None:
+    from napari_rcgan.schema import Output
+
+    conformal = result.sampler.metadata.conformal
+    level = 100 * (1 - float(conformal["alpha"]))
+    reference = result.reference
+
+    def halfwidth(P: int) -> np.ndarray:
+        return interval_maps(result.stack.mean(P), result.stack.std(P), scale)[0][
+            "interval_halfwidth"
+        ]
+
+    result.extras["interval_halfwidth"] = Output(
+        data=halfwidth(result.drawn), title=f"{level:g}% interval half-width",
+        colormap="viridis", colorbar=True, at_P=halfwidth,
+    )
+    result.extra_attrs.update(
+        interval_alpha=float(conformal["alpha"]), interval_scale=float(scale),
+        interval_P=int(conformal["P"]),
+    )
+    if reference is None:
+        return
+
+    def outside(P: int) -> np.ndarray:
+        return interval_maps(result.stack.mean(P), result.stack.std(P), scale, reference)[0][
+            "outside_interval"
+        ]
+
+    maps, attrs = interval_maps(result.stack.mean(), result.stack.std(), scale, reference)
+    result.extras["outside_interval"] = Output(
+        data=maps["outside_interval"], title="outside interval", colormap="red", at_P=outside,
+    )
+    result.extra_attrs["coverage"] = attrs["coverage"]
+
+
+def produce_outputs(result: Any) -> None:
+    """Session output producer: intervals, principal components, ROI values, self-check.
+
+    Reads ``result.request.options`` (see above); fills ``result.extras`` (datasets
+    ``interval_halfwidth``, ``outside_interval``, ``pcs``, ``pc_variances``, ``pc_explained``,
+    ``roi_values``) and ``result.extra_attrs`` (``coverage``, ``interval_*``, ``roi*``,
+    ``selfcheck_*``).
+    """
     from napari_rcgan import stats
+    from napari_rcgan.schema import Output
 
-    measurement = result.measurement
-    stack = result.stack
-    mean, sd = stack.mean(), stack.std()
-    products = UncertaintyProducts(datasets={}, attrs={})
-    scale, products.interval_note = interval_scale_for(sampler, measurement, request)
+    request = getattr(result, "request", None)
+    if request is None or result.sampler is None or result.drawn == 0:
+        return
+    options = dict(request.options)
+    scale, note = interval_scale_for(result.sampler, result.measurement, options.get("intervals"))
     if scale is not None:
-        maps, attrs = interval_maps(mean, sd, scale, measurement.reference)
-        products.datasets.update(maps)
-        products.attrs.update(attrs)
-        conformal = sampler.metadata.conformal
-        products.attrs.update(interval_alpha=float(conformal["alpha"]), interval_scale=scale,
-                              interval_P=int(conformal["P"]))
-    if request.pcs:
-        components, variances, explained = stats.principal_components(stack.samples, request.pcs)
-        products.datasets.update(pcs=components, pc_variances=variances, pc_explained=explained)
-    if request.roi is not None:
-        values = stats.roi_values(stack.samples, request.roi)
-        products.datasets["roi_values"] = values
-        products.attrs["roi_credible_interval"] = np.asarray(stats.credible_interval(values))
-        if request.roi_box is not None:
-            products.attrs["roi"] = np.asarray(request.roi_box, dtype=np.int64)
-        reference = measurement.reference
-        if reference is not None:
-            products.attrs["roi_reference"] = float(np.mean(reference[request.roi]))
-    if request.self_check:
-        products.check = (
-            self_check(sampler, measurement, seed=result.seed, cancel=cancel)
-            if isinstance(measurement, MRIMeasurement)
+        _interval_outputs(result, scale)
+    elif note:
+        result.extra_attrs["interval_note"] = note
+    pcs = min(int(options.get("pcs") or 0), result.drawn - 1)
+    if pcs >= 1:
+        components, variances, explained = stats.principal_components(result.stack.samples, pcs)
+        result.extras["pcs"] = Output(data=components)
+        result.extras["pc_variances"] = Output(data=variances)
+        result.extras["pc_explained"] = Output(data=explained)
+    if options.get("roi") is not None:
+        box = tuple(int(v) for v in options["roi"])
+        mask = stats.roi_box_mask(box, tuple(result.mask.shape))
+        values = stats.roi_values(result.stack.samples, mask)
+        result.extras["roi_values"] = Output(data=values)
+        result.extra_attrs["roi"] = np.asarray(box, dtype=np.int64)
+        result.extra_attrs["roi_credible_interval"] = np.asarray(stats.credible_interval(values))
+        if result.reference is not None:
+            result.extra_attrs["roi_reference"] = float(np.mean(result.reference[mask]))
+    if options.get("self_check"):
+        check = (
+            self_check(result.sampler, result.measurement, seed=result.seed)
+            if isinstance(result.measurement, MRIMeasurement)
             else no_verdict("No self-check: it holds out measured k-space lines, so it applies "
                             "to MRI only.")
         )
-        products.attrs.update(products.check.attrs())
-    return products
+        result.extra_attrs.update(check.attrs())
 
 
-def request_from_args(args: Any, shape: tuple[int, ...]) -> UncertaintyRequest:
-    """The request of ``napari-rcgan sample``'s flags for images of ``shape`` ``(H, W)``."""
-    from napari_rcgan.stats import roi_box_mask
-
-    box = parse_roi_box(args.roi) if args.roi else None
-    return UncertaintyRequest(
-        self_check=bool(args.self_check),
-        intervals=True if args.intervals else None,
-        pcs=int(args.pcs),
-        roi=None if box is None else roi_box_mask(box, tuple(shape[:2])),
-        roi_box=box,
-    )
-
-
-def summary_lines(products: UncertaintyProducts, sampler: PosteriorSampler) -> list[str]:
-    """What ``sample`` prints about the uncertainty products."""
+def summary_lines(result: Any) -> list[str]:
+    """What ``napari-rcgan sample`` prints about the uncertainty outputs of ``result``."""
+    attrs = result.extra_attrs
     lines = []
-    if products.check is not None:
-        lines.append(f"self-check: {products.check.verdict or 'no verdict'}. "
-                     f"{products.check.message}")
-    if "interval_halfwidth" in products.datasets:
-        text = (f"conformal {100 * (1 - products.attrs['interval_alpha']):g}% intervals: "
-                f"half-width = {products.attrs['interval_scale']:.3f} x SD")
-        if "coverage" in products.attrs:
-            text += f"; they cover {100 * products.attrs['coverage']:.1f}% of the reference"
+    if "selfcheck_verdict" in attrs:
+        verdict = attrs["selfcheck_verdict"]
+        lines.append(f"self-check: {'no verdict' if verdict == 'none' else verdict}. "
+                     f"{attrs['selfcheck_message']}")
+    if "interval_scale" in attrs:
+        text = (f"conformal {100 * (1 - attrs['interval_alpha']):g}% intervals: half-width = "
+                f"{attrs['interval_scale']:.3f} x SD")
+        if "coverage" in attrs:
+            text += f"; they cover {100 * attrs['coverage']:.1f}% of the reference in the object"
         lines.append(text)
-    elif products.interval_note and sampler.metadata.conformal:
-        lines.append(f"note: no intervals: {products.interval_note}")
-    if "roi_values" in products.datasets:
-        low, high = products.attrs["roi_credible_interval"]
+    if "interval_note" in attrs:
+        lines.append(f"note: no intervals: {attrs['interval_note']}")
+    if "roi_credible_interval" in attrs:
+        low, high = attrs["roi_credible_interval"]
         lines.append(f"ROI mean intensity: 90% credible interval [{low:.4g}, {high:.4g}]")
     return lines
+
+
+def _register() -> None:
+    from napari_rcgan.session import register_output
+
+    register_output("uncertainty", produce_outputs)
+
+
+_register()
+
+
+def has_outputs(result: Any) -> bool:
+    """Whether ``result`` holds any output of :func:`produce_outputs` (for the figure)."""
+    names = ("interval_halfwidth", "pcs", "roi_values")
+    return any(name in result.extras for name in names) or "selfcheck_verdict" in (
+        result.extra_attrs
+    )

@@ -8,13 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from napari_rcgan.io import atomic_output
-from napari_rcgan.sampler import PosteriorSamples
-from napari_rcgan.uncertainty import UncertaintyProducts
+from napari_rcgan.schema import ResultRecord
 
 
-def write_uncertainty_figure(
-    result: PosteriorSamples, products: UncertaintyProducts, path: str | os.PathLike
-) -> Path:
+def write_uncertainty_figure(result: ResultRecord, path: str | os.PathLike) -> Path:
     """One PNG with a panel per product present (atomically written).
 
     Panels: the P-average (with the ROI rectangle), the 90 % interval half-width and the pixels
@@ -29,8 +26,8 @@ def write_uncertainty_figure(
     from matplotlib.patches import Rectangle
 
     mean = result.stack.mean()
-    datasets, attrs = products.datasets, products.attrs
-    panels: list[tuple[str, str, object]] = [(f"mean (P={result.P})", "mean", mean)]
+    datasets, attrs = result.datasets(), result.extra_attrs
+    panels: list[tuple[str, str, object]] = [(f"mean (P={result.drawn})", "mean", mean)]
     if "interval_halfwidth" in datasets:
         level = 100 * (1 - attrs["interval_alpha"])
         panels.append((f"{level:g}% interval half-width", "halfwidth",
@@ -66,8 +63,8 @@ def write_uncertainty_figure(
         axis.set_title(title, fontsize=8)
         if kind != "roi":
             axis.axis("off")
-    if products.check is not None:
-        figure.suptitle(_wrap(products.check.message, 140), fontsize=8)
+    if "selfcheck_message" in attrs:
+        figure.suptitle(_wrap(attrs["selfcheck_message"], 140), fontsize=8)
     figure.tight_layout()
     path = Path(path)
     with atomic_output(path) as temporary:

@@ -52,6 +52,22 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _conformal_block(value: Any) -> bool:
+    """The ``conformal`` metadata: ``{}`` or alpha, P and a non-negative scale per R."""
+    if not isinstance(value, dict):
+        return False
+    if not value:
+        return True
+    scale = value.get("scale")
+    return (
+        _number(value.get("alpha")) and 0 < value["alpha"] < 1
+        and _integer(1, 1 << 20)(value.get("P"))
+        and isinstance(scale, dict)
+        and all(_number(v) and v >= 0 for v in scale.values())
+        and isinstance(value.get("coverage", {}), dict)
+    )
+
+
 METADATA_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "task": (f"one of {TASKS}", lambda value: isinstance(value, str) and value in TASKS),
     "image_size": (
@@ -75,6 +91,10 @@ METADATA_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "beta_sd": ("a finite number or null", lambda value: value is None or _number(value)),
     "training": ("an object", lambda value: isinstance(value, dict)),
     "metrics": ("an object", lambda value: isinstance(value, dict)),
+    "conformal": (
+        'empty, or {"alpha" in (0, 1), "P" >= 1, "scale": {"<R>": number >= 0}, ...}',
+        _conformal_block,
+    ),
     "notes": ("a string", lambda value: isinstance(value, str)),
     "format_version": (f"an integer from 1 to {FORMAT_VERSION}", _integer(1, FORMAT_VERSION)),
 }

@@ -271,6 +271,9 @@ def test_calibrated_weights_round_trip_and_describe(mri_weights_64, tmp_path):
     loaded = load_weights(path).metadata
     assert loaded.conformal["scale"] == {"4": 1.5}
     assert "conformal intervals: 90% at P=32, R 4" in loaded.describe()
+    weights.metadata.conformal = {"alpha": 1.5, "P": 32, "scale": {"4": 1.5}}
+    with pytest.raises(WeightsError, match="metadata conformal must be"):
+        save_weights(tmp_path / "bad.safetensors", weights.state_dict, weights.metadata)
 
 
 # ------------------------------------------------------------------------------------------

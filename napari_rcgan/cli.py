@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = subparsers.add_parser("evaluate", help="measure weights on held-out data")
     evaluate.add_argument("--weights", default="mri")
-    evaluate.add_argument("--data", required=True, help="folder of fastMRI .h5 files")
+    evaluate.add_argument("--data", required=True, help="folder of fastMRI .h5 files (or images)")
     evaluate.add_argument("--R", type=float, nargs="+", default=[4.0, 8.0])
     evaluate.add_argument("--P", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     evaluate.add_argument("--mask", default="gro")
@@ -145,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--store-in-weights", action="store_true",
         help="also write the metrics into the weights file's metadata (the model card)",
     )
+    from napari_rcgan.metrics_cli import add_evaluate_arguments, add_features_parser
 
-    from napari_rcgan.metrics.feature_weights import add_features_parser
-
+    add_evaluate_arguments(evaluate)
     add_features_parser(subparsers)
 
     demo = subparsers.add_parser(

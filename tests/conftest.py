@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,16 @@ def mri_weights_64(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def face_weights_64(tmp_path_factory) -> Path:
     return tiny_weights(tmp_path_factory.mktemp("w") / "faces64.safetensors", "inpainting", 64, 3)
+
+
+@pytest.fixture(scope="session")
+def feature_dir() -> Path:
+    """The metric feature networks from ``napari-rcgan features prepare`` (required in CI)."""
+    from napari_rcgan.metrics import feature_weights
+
+    folder = feature_weights.default_dir()
+    if not (folder / feature_weights.MANIFEST).is_file():
+        if os.environ.get("NAPARI_RCGAN_REQUIRE_FEATURES") == "1":
+            pytest.fail(f"{folder}: feature weights missing; CI must run `napari-rcgan features prepare`")
+        pytest.skip("feature weights not prepared (run `napari-rcgan features prepare`)")
+    return folder

@@ -1,4 +1,4 @@
-"""``napari-rcgan evaluate``: the metrics schema, the model-card update, bad input."""
+"""``napari-rcgan evaluate``: the metrics schema, the paper's metrics, the model-card update, bad input."""
 
 import json
 import math
@@ -40,5 +40,91 @@ def test_evaluate_bad_input(tmp_path, face_weights_64, mri_weights_64, capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--weights", str(face_weights_64), "--data", str(tmp_path),
               "--out", str(tmp_path / "m.json")])
-    assert "evaluate measures MRI weights" in capsys.readouterr().err
+    assert "no PNG/JPEG/TIFF images to evaluate on (--data)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--weights", str(face_weights_64), "--task", "mri", "--data", str(tmp_path),
+              "--out", str(tmp_path / "m.json")])
+    assert "--task mri but these weights are for inpainting" in capsys.readouterr().err
     assert not (tmp_path / "m.json").exists()
+
+
+def test_evaluate_paper_metrics_on_mri(small_fastmri_file, mri_weights_64, feature_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(small_fastmri_file, data)
+    out = tmp_path / "metrics.json"
+    assert main(["evaluate", "--weights", str(mri_weights_64), "--data", str(data), "--R", "4",
+                 "--P", "1", "2", "--device", "cpu", "--out", str(out), "--combine", "sense",
+                 "--metrics", "psnr", "cfid", "fid", "lpips", "dists", "time",
+                 "--cfid-sets", "test:3,val:2,val+train", "--val-data", str(data),
+                 "--train-data", str(data), "--fid-P", "3", "--features-dir", str(feature_dir)]) == 0
+    metrics = json.loads(out.read_text())
+    values = metrics["R"]["4"]
+    assert metrics["combine"] == "sense" and metrics["cfid_P"] == {"test": 3, "val": 2, "val+train": 1}
+    assert set(values["cfid"]) == {"test", "val", "val+train"}
+    assert all(value > 0 and math.isfinite(value) for value in values["cfid"].values())
+    assert values["fid"] > 0 and math.isfinite(values["fid"])
+    assert set(values["lpips"]) == set(values["dists"]) == {"1", "2"}
+    assert all(0 < value < 1 for name in ("lpips", "dists") for value in values[name].values())
+    assert values["time_ms"]["4"] > 0 and values["time_ms_per_sample"] == values["time_ms"]["4"] / 4
+    assert {"psnr", "ssim", "apsd", "e1_over_ep_db"} <= set(values)
+
+
+def test_evaluate_inpainting_uses_inception_features(face_weights_64, feature_dir, tmp_path):
+    from napari_rcgan._sample_data import sample_data_dir
+
+    data = tmp_path / "faces"
+    data.mkdir()
+    for face in sorted(sample_data_dir().glob("face*.png")):
+        shutil.copy(face, data)
+    out = tmp_path / "faces.json"
+    assert main(["evaluate", "--weights", str(face_weights_64), "--task", "inpainting", "--data",
+                 str(data), "--P", "1", "2", "--device", "cpu", "--metrics", "cfid", "lpips",
+                 "--out", str(out), "--features-dir", str(feature_dir)]) == 0
+    metrics = json.loads(out.read_text())
+    values = metrics["hole"]["center"]
+    assert metrics["task"] == "inpainting" and metrics["images"] == 2 and metrics["cfid_P"] == {"test": 1}
+    assert math.isfinite(values["cfid"]["test"]) and values["cfid"]["test"] > 0
+    assert set(values["lpips"]) == {"1", "2"} and "dists" not in values
+
+
+def test_evaluate_rejects_unknown_metrics_and_folders_without_usable_files(mri_weights_64, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "m.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--weights", str(mri_weights_64), "--data", str(tmp_path),
+              "--metrics", "psnr", "kid", "--out", str(out)])
+    message = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message.count("\n") == 1
+    assert "--metrics: unknown name 'kid'" in message
+    (tmp_path / "notes.txt").write_text("no data here")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--weights", str(mri_weights_64), "--data", str(tmp_path), "--out", str(out)])
+    message = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message.count("\n") == 1
+    assert f"{tmp_path}: no .h5 files to evaluate on (--data)" in message
+    (tmp_path / "broken.h5").write_bytes(b"not hdf5")
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--weights", str(mri_weights_64), "--data", str(tmp_path), "--out", str(out)])
+    assert "broken.h5: not an HDF5 file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--weights", str(mri_weights_64), "--data", str(tmp_path), "--out", str(out),
+              "--metrics", "cfid", "--cfid-sets", "val"])
+    assert "--cfid-sets val needs --val-data FOLDER" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_evaluate_with_missing_feature_weights_names_the_command(small_fastmri_file, mri_weights_64,
+                                                                 tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(small_fastmri_file, data)
+    out = tmp_path / "m.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--weights", str(mri_weights_64), "--data", str(data), "--R", "4", "--P", "1",
+              "--device", "cpu", "--metrics", "lpips", "--features-dir", str(tmp_path / "empty"),
+              "--out", str(out)])
+    message = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message.count("\n") == 1
+    assert "lpips_alex.safetensors: feature weights not found; run `napari-rcgan features prepare`" in message
+    assert not out.exists()

@@ -119,16 +119,6 @@ def test_nan_and_badly_shaped_embeddings_are_rejected_with_their_name():
 # The feature weights.
 
 
-@pytest.fixture(scope="session")
-def feature_dir():
-    folder = feature_weights.default_dir()
-    if not (folder / feature_weights.MANIFEST).is_file():
-        if os.environ.get("NAPARI_RCGAN_REQUIRE_FEATURES") == "1":
-            pytest.fail(f"{folder}: feature weights missing; CI must run `napari-rcgan features prepare`")
-        pytest.skip("feature weights not prepared (run `napari-rcgan features prepare`)")
-    return folder
-
-
 def _stand_in_torchvision() -> types.ModuleType:
     """The two torchvision architectures the original LPIPS/DISTS code builds, in torchvision's
     ``features`` layout (torchvision itself is not installable next to the CPU torch here)."""

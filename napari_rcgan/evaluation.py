@@ -49,7 +49,9 @@ from napari_rcgan.metrics_cli import (
     parse_cfid_sets,
     parse_metrics,
 )
+from napari_rcgan.physics.inpainting import center_square_hole
 from napari_rcgan.sampler import PosteriorSampler
+from napari_rcgan.session import fit_image
 
 SUPPORT_FRACTION = 0.05
 TIME_P = {"mri": 4, "inpainting": 128}
@@ -103,9 +105,6 @@ class _Item:
 def _measure(sampler: PosteriorSampler, task: str, item, R: float, mask_kind: str,
              options: EvaluationOptions, need_maps: bool) -> _Item:
     if task == "inpainting":
-        from napari_rcgan.physics.inpainting import center_square_hole
-        from napari_rcgan.pipeline import fit_image
-
         size = tuple(sampler.metadata.image_size)
         image = fit_image(read_image(item), size, str(item))
         return _Item(sampler.measure_inpainting(image, center_square_hole(size), source=str(item)))

@@ -71,7 +71,7 @@ def test_evaluate_paper_metrics_on_mri(small_fastmri_file, mri_weights_64, featu
 
 
 def test_evaluate_inpainting_uses_inception_features(face_weights_64, feature_dir, tmp_path):
-    from napari_rcgan._sample_data import sample_data_dir
+    from napari_rcgan.bundled import sample_data_dir
 
     data = tmp_path / "faces"
     data.mkdir()

@@ -138,6 +138,9 @@ class MRIMeasurement:
         normalization: mean/std of the zero-filled image's real channels.
         coil_combine: ``"rss"`` or ``"sense"``; ``sense_maps`` ``(K, S, S)`` when SENSE.
         source: file and slice, for messages.
+        fov: how the acquisition was mapped to ``S × S`` (``"crop"`` or ``"full"``).
+        pixel_scale: size of a pixel in pixels of the acquisition's ``F × F`` field of view
+            (1 for ``crop``; ``F / S`` for ``full``: the scale that overlays results on the input).
     """
 
     target: torch.Tensor | None
@@ -148,6 +151,8 @@ class MRIMeasurement:
     sense_maps: torch.Tensor | None = None
     task: str = "mri"
     source: str = "k-space"
+    fov: str = "crop"
+    pixel_scale: float = 1.0
 
     @property
     def mask_tensor(self) -> torch.Tensor:
@@ -280,10 +285,13 @@ def preprocess_mri(
     coils: int,
     mask: SamplingMask,
     source: str = "k-space",
+    fov: str = "crop",
 ) -> MRIMeasurement:
     """One fully sampled slice → an undersampled, normalised measurement (paper, Section 4.2).
 
-    Image-domain crop to ``image_size`` (removes readout oversampling) → SVD compression to
+    Mapping to ``image_size`` (:func:`napari_rcgan.physics.transforms.map_acquisition`):
+    ``fov="crop"`` crops the image centre (the paper; removes readout oversampling), ``"full"``
+    keeps the whole field of view at lower resolution (central k-space block) → SVD compression to
     ``coils`` virtual coils (when there are more) → ``y = IFFT(M ⊙ FFT(x))`` → normalisation by
     the zero-filled channels' mean/std. Training (``training.datasets``) and inference share it.
 
@@ -308,7 +316,7 @@ def preprocess_mri(
     if mask.mask.shape != size:
         raise MaskError(f"{source}: mask of shape {mask.mask.shape} does not fit the {size} image")
     try:
-        images = transforms.kspace_to_cropped_image(kspace, size)
+        images, pixel_scale = transforms.map_acquisition(kspace, size, fov)
     except ParameterError as error:
         raise ParameterError(f"{source}: {error}") from error
     target = transforms.coil_compress(images, coils) if images.shape[0] > coils else images
@@ -317,7 +325,9 @@ def preprocess_mri(
         normalization = transforms.Normalization.of(transforms.complex_to_channels(zero_filled))
     except ParameterError as error:
         raise ParameterError(f"{source}: {error}") from error
-    return MRIMeasurement(target, measured, mask, normalization, source=source)
+    return MRIMeasurement(
+        target, measured, mask, normalization, source=source, fov=fov, pixel_scale=pixel_scale
+    )
 
 
 def _check_dynamic_range(kspace: torch.Tensor, source: str) -> None:
@@ -402,7 +412,7 @@ class PosteriorSampler:
             raise ParameterError(f"coil combine {coil_combine!r}: use one of {COIL_COMBINES}")
         if mask is None:
             mask = column_mask(size, mask_kind, R, seed=mask_seed)
-        measurement = preprocess_mri(kspace, size, coils, mask, source)
+        measurement = preprocess_mri(kspace, size, coils, mask, source, self.metadata.fov)
         measurement.coil_combine = coil_combine
         if coil_combine == "sense":
             # As in the paper's evaluation, ESPIRiT runs on the fully sampled k-space.

@@ -89,6 +89,17 @@ METADATA_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
         lambda value: isinstance(value, list) and all(_number(r) and r >= 1 for r in value),
     ),
     "beta_sd": ("a finite number or null", lambda value: value is None or _number(value)),
+    "beta_sd_by_R": (
+        'a list of {"R_min", "R_max", "beta_sd"} numbers',
+        lambda value: isinstance(value, list)
+        and all(
+            isinstance(item, dict)
+            and set(item) == {"R_min", "R_max", "beta_sd"}
+            and all(map(_number, item.values()))
+            for item in value
+        ),
+    ),
+    "fov": ('"crop" or "full"', lambda value: value in ("crop", "full")),
     "training": ("an object", lambda value: isinstance(value, dict)),
     "metrics": ("an object", lambda value: isinstance(value, dict)),
     "conformal": (
@@ -125,7 +136,13 @@ class WeightsMetadata:
         input_skip: the generator adds its measurement input to its output (not in the paper).
         masks: mask kinds the weights were trained with (MRI), e.g. ``["gro"]``.
         acceleration: ``[R_min, R_max]`` trained (MRI).
-        beta_sd: SD-reward weight at the end of training.
+        beta_sd: SD-reward weight at the end of training (one value; for a table over R, the
+            value of the bin that holds the middle of ``acceleration``).
+        beta_sd_by_R: mask-agnostic MRI weights: β_SD per R bin at the end of training,
+            ``[{"R_min", "R_max", "beta_sd"}, ...]`` (bins ``[R_min, R_max)``, the last closed).
+        fov: MRI: how an acquisition larger than ``image_size`` is mapped to it: ``"crop"``
+            (centre of the image, the paper) or ``"full"`` (whole field of view, lower
+            resolution).
         training: free-form description (data, steps, hardware, duration, config).
         metrics: measured evaluation metrics.
         conformal: conformal interval calibration, ``{"alpha", "P", "scale": {"<R>": λ},
@@ -142,6 +159,8 @@ class WeightsMetadata:
     masks: list[str] = field(default_factory=list)
     acceleration: list[float] = field(default_factory=list)
     beta_sd: float | None = None
+    beta_sd_by_R: list[dict[str, float]] = field(default_factory=list)
+    fov: str = "crop"
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     conformal: dict[str, Any] = field(default_factory=dict)
@@ -225,7 +244,17 @@ class WeightsMetadata:
             lines.append(f"masks: {', '.join(self.masks)}")
         if self.acceleration:
             lines.append(f"acceleration R: {self.acceleration[0]:g} to {self.acceleration[-1]:g}")
-        if self.beta_sd is not None:
+        if self.task == "mri":
+            lines.append(
+                "field of view: whole (lower resolution)" if self.fov == "full"
+                else "field of view: centre crop"
+            )
+        if self.beta_sd_by_R:
+            bins = ", ".join(
+                f"[{b['R_min']:g}, {b['R_max']:g}): {b['beta_sd']:.4g}" for b in self.beta_sd_by_R
+            )
+            lines.append(f"beta_SD by R: {bins}")
+        elif self.beta_sd is not None:
             lines.append(f"beta_SD: {self.beta_sd:.4g}")
         if self.training.get("std_mult") is not None:
             lines.append(f"reference std_mult: {self.training['std_mult']:.4g}")

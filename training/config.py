@@ -32,6 +32,9 @@ METHODS = ("rcgan", "adler", "ohayon")
 MASK_KINDS = ("gro", "equispaced", "random")
 HOLE_KINDS = ("center", "random")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+DATA_KINDS = ("fastmri", "simulated")
+FOV_MAPPINGS = ("crop", "full")
+ANATOMY_SOURCES = ("colin27", "mni152")
 ADV_SCHEDULE = "schedule"
 
 
@@ -87,6 +90,16 @@ class DataConfig:
         hole_size: inpainting: side of the centred square / largest random rectangle.
         val_fraction: inpainting without ``val``: fraction of ``train`` held out.
         flip: inpainting: random horizontal flips of training images.
+        kind: MRI: ``fastmri`` (the ``train``/``val`` folders of ``.h5`` files) or
+            ``simulated`` (examples generated on the fly from real anatomy with domain
+            randomisation, :class:`training.simulate.RandomizedBrainDataset`; no folders).
+        fov: MRI: how acquisitions larger than ``image_size`` are mapped to it, ``crop`` (the
+            paper: image centre) or ``full`` (whole field of view, lower resolution).
+        anatomy: MRI ``simulated``: anatomy sources used for training and validation
+            (``colin27``, ``mni152``); the others stay out for evaluation.
+        acquisition_size: MRI ``simulated``: side of the simulated acquisition, mapped to
+            ``image_size`` by ``fov``.
+        examples_per_epoch: MRI ``simulated``: training examples per epoch.
     """
 
     root: str | None = None
@@ -106,6 +119,11 @@ class DataConfig:
     hole_size: int = 128
     val_fraction: float = 0.05
     flip: bool = True
+    kind: str = "fastmri"
+    fov: str = "crop"
+    anatomy: list[str] = field(default_factory=lambda: ["colin27"])
+    acquisition_size: int = 256
+    examples_per_epoch: int = 1000
 
     def folder(self, split: str) -> Path | None:
         """The resolved folder of ``split`` (``"train"`` or ``"val"``), or None."""
@@ -503,6 +521,19 @@ def validate(config: Config) -> None:
 
 def _validate_mri(config: Config, fail) -> None:
     data = config.data
+    if data.kind not in DATA_KINDS:
+        fail("data.kind", f"must be one of {', '.join(DATA_KINDS)}, got {data.kind!r}")
+    if data.fov not in FOV_MAPPINGS:
+        fail("data.fov", f"must be one of {', '.join(FOV_MAPPINGS)}, got {data.fov!r}")
+    if data.kind == "simulated":
+        if not data.anatomy or any(a not in ANATOMY_SOURCES for a in data.anatomy):
+            fail("data.anatomy", f"must list sources among {', '.join(ANATOMY_SOURCES)}, "
+                 f"got {data.anatomy}")
+        if data.acquisition_size < data.image_size:
+            fail("data.acquisition_size", f"({data.acquisition_size}) must be at least "
+                 f"data.image_size ({data.image_size})")
+        if data.examples_per_epoch < 1:
+            fail("data.examples_per_epoch", f"must be at least 1, got {data.examples_per_epoch}")
     mask = data.mask
     kinds = mask.kinds
     if not kinds:
@@ -533,6 +564,8 @@ def _validate_mri(config: Config, fail) -> None:
 
 def check_data_paths(config: Config) -> None:
     """Raise :class:`ConfigError` when a data folder of ``config`` is missing."""
+    if config.task == "mri" and config.data.kind == "simulated":
+        return
     splits = ["train"] + (["val"] if config.data.val is not None else [])
     if config.task == "mri" and config.data.val is None:
         raise ConfigError(

@@ -68,10 +68,11 @@ def preprocess_mri(
     coils: int,
     mask: SamplingMask,
     source: str = "k-space",
+    fov: str = "crop",
 ) -> MRIMeasurement:
     """:func:`napari_rcgan.sampler.preprocess_mri`, its errors raised as :class:`DatasetError`."""
     try:
-        return sampler_preprocess_mri(kspace, image_size, coils, mask, source)
+        return sampler_preprocess_mri(kspace, image_size, coils, mask, source, fov)
     except (ParameterError, MaskError) as error:
         raise DatasetError(str(error)) from error
 
@@ -100,6 +101,18 @@ def mri_example(measurement: MRIMeasurement) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=64)
 def _deterministic_mask(shape: tuple[int, int], kind: str, R: float) -> SamplingMask:
+    return column_mask(shape, kind, R)
+
+
+def draw_mask(
+    rng: np.random.Generator, shape: tuple[int, int], kinds: Sequence[str], R: float, fixed: bool
+) -> SamplingMask:
+    """A mask of a kind drawn from ``kinds`` at ``R`` (cached when ``fixed`` and not random)."""
+    kind = kinds[int(rng.integers(len(kinds)))]
+    if kind == "random":
+        return column_mask(shape, kind, R, seed=int(rng.integers(2**31)))
+    if fixed:
+        return _deterministic_mask(shape, kind, R)
     return column_mask(shape, kind, R)
 
 
@@ -199,8 +212,10 @@ class FastMRIDataset(Dataset):
         slices_per_volume: int | None = 8,
         train: bool = True,
         seed: int = 0,
+        fov: str = "crop",
     ) -> None:
         self.folder = Path(folder)
+        self.fov = fov
         self.image_size = (int(image_size), int(image_size))
         self.coils = int(coils)
         self.mask_kinds = tuple(mask_kinds)
@@ -239,6 +254,7 @@ class FastMRIDataset(Dataset):
             slices_per_volume=data.slices_per_volume,
             train=split == "train",
             seed=config.seed,
+            fov=data.fov,
         )
 
     def __len__(self) -> int:
@@ -247,14 +263,9 @@ class FastMRIDataset(Dataset):
     def mask_for(self, index: int) -> SamplingMask:
         """The mask of example ``index`` (random when training, fixed otherwise)."""
         rng = example_rng(self.train, self.seed, index)
-        kind = self.mask_kinds[int(rng.integers(len(self.mask_kinds)))]
         low, high = self.r_range
         R = low if low == high else float(rng.uniform(low, high))
-        if kind == "random":
-            return column_mask(self.image_size, kind, R, seed=int(rng.integers(2**31)))
-        if low == high:
-            return _deterministic_mask(self.image_size, kind, R)
-        return column_mask(self.image_size, kind, R)
+        return draw_mask(rng, self.image_size, self.mask_kinds, R, fixed=low == high)
 
     def source(self, index: int) -> str:
         number, slice_index = self.entries[index]
@@ -264,7 +275,7 @@ class FastMRIDataset(Dataset):
         number, slice_index = self.entries[index]
         kspace = self.volumes[number].read_kspace(slice_index)
         return preprocess_mri(
-            kspace, self.image_size, self.coils, self.mask_for(index), self.source(index)
+            kspace, self.image_size, self.coils, self.mask_for(index), self.source(index), self.fov
         )
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -286,6 +297,7 @@ class FastMRIDataset(Dataset):
             "virtual_coils": self.coils,
             "masks": list(self.mask_kinds),
             "R": list(self.r_range),
+            "fov": self.fov,
             "provenance": provenance or ["fastMRI (or other) multicoil k-space"],
         }
         manifest = self.folder.parent / "dataset.json"
@@ -299,6 +311,136 @@ class FastMRIDataset(Dataset):
             except (OSError, ValueError):
                 pass
         return description
+
+
+class RandomizedBrainDataset(Dataset):
+    """Domain-randomised multicoil examples simulated on the fly from real anatomy.
+
+    Example ``i``: an anatomy source from ``anatomy``, an orientation and a slice position of
+    ``split`` (:func:`training.simulate.split_positions`), a random contrast, pose, warp, bias
+    field, phase, coil array (8–20 coils) and noise (:func:`training.simulate.randomized_kspace`)
+    on an ``acquisition_size²`` field of view, mapped to ``image_size`` by ``fov`` and
+    preprocessed exactly like the plugin's input (:func:`preprocess_mri`). Training examples
+    draw R uniformly from ``r_range``; validation examples are stratified over ``r_bins``
+    (example ``i`` in bin ``i mod len(r_bins)``) so that every bin of a per-R β_SD table gets
+    its share.
+
+    Args:
+        length: examples per epoch (training) or in the set (validation).
+        train: fresh randomness every time; otherwise example ``i`` is fixed by ``(seed, i)``.
+    """
+
+    def __init__(
+        self,
+        anatomy: Sequence[str] = ("colin27",),
+        split: str = "train",
+        image_size: int = 128,
+        acquisition_size: int = 256,
+        coils: int = 8,
+        mask_kinds: Sequence[str] = ("gro",),
+        r_range: tuple[float, float] = (2.0, 8.0),
+        length: int = 1000,
+        fov: str = "full",
+        train: bool = True,
+        seed: int = 0,
+        r_bins: Sequence[tuple[float, float]] | None = None,
+    ) -> None:
+        from training import simulate
+
+        self.anatomy = tuple(anatomy)
+        self.split = split
+        self.image_size = (int(image_size), int(image_size))
+        self.acquisition_size = int(acquisition_size)
+        self.coils = int(coils)
+        self.mask_kinds = tuple(mask_kinds)
+        self.r_range = (float(r_range[0]), float(r_range[1]))
+        self.r_bins = list(r_bins) if r_bins else [self.r_range]
+        self.length = int(length)
+        self.fov = fov
+        self.train = train
+        self.seed = int(seed)
+        try:
+            self.positions = {
+                (source, orientation): simulate.split_positions(source, orientation, split)
+                for source in self.anatomy
+                for orientation in simulate.ORIENTATIONS
+            }
+        except (FileNotFoundError, ParameterError) as error:
+            raise DatasetError(f"simulated anatomy {', '.join(self.anatomy)}: {error}") from error
+
+    @classmethod
+    def from_config(cls, config, split: str) -> RandomizedBrainDataset:
+        from training.losses import r_bins
+
+        data = config.data
+        train = split == "train"
+        return cls(
+            anatomy=data.anatomy,
+            split=split,
+            image_size=data.image_size,
+            acquisition_size=data.acquisition_size,
+            coils=data.coils,
+            mask_kinds=data.mask.kinds,
+            r_range=data.mask.r_range,
+            length=data.examples_per_epoch if train else (data.val_examples or 32),
+            fov=data.fov,
+            train=train,
+            seed=config.seed,
+            r_bins=r_bins(*data.mask.r_range),
+        )
+
+    def __len__(self) -> int:
+        return self.length
+
+    def measurement(self, index: int) -> MRIMeasurement:
+        from training import simulate
+
+        rng = example_rng(self.train, self.seed, index)
+        if self.train:
+            R = float(rng.uniform(*self.r_range))
+        else:
+            low, high = self.r_bins[index % len(self.r_bins)]
+            R = float(rng.uniform(low, high))
+        mask = draw_mask(rng, self.image_size, self.mask_kinds, R, fixed=not self.train)
+        source = self.anatomy[int(rng.integers(len(self.anatomy)))]
+        orientation = simulate.ORIENTATIONS[int(rng.integers(len(simulate.ORIENTATIONS)))]
+        positions = self.positions[(source, orientation)]
+        position = positions[int(rng.integers(len(positions)))]
+        volume = simulate.cached_anatomy(source, "t1")  # read-only, shared: no copy per example
+        plane = simulate.anatomy_slice(volume, orientation, position)
+        kspace = simulate.randomized_kspace(plane, self.acquisition_size, rng)
+        name = f"simulated {source} {orientation} slice {position} ({self.split} example {index})"
+        return preprocess_mri(kspace, self.image_size, self.coils, mask, name, self.fov)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return mri_example(self.measurement(index))
+
+    def describe(self) -> dict[str, Any]:
+        from training import simulate
+
+        return {
+            "kind": "simulated-on-the-fly",
+            "provenance": [f"{simulate.PROVENANCE} ({source}, domain-randomised)" for source in self.anatomy],
+            "anatomy": list(self.anatomy),
+            "held_out_anatomy": [s for s in simulate.SOURCES if s not in self.anatomy],
+            "split": self.split,
+            "orientations": list(simulate.ORIENTATIONS),
+            "slice_positions": sum(len(p) for p in self.positions.values()),
+            "examples": self.length,
+            "acquisition_size": [self.acquisition_size] * 2,
+            "image_size": list(self.image_size),
+            "virtual_coils": self.coils,
+            "simulated_coils": [8, 20],
+            "masks": list(self.mask_kinds),
+            "R": list(self.r_range),
+            "fov": self.fov,
+            "randomisation": (
+                "random piecewise-linear contrasts (T1/T2/PD-like and arbitrary) with gamma, "
+                "pose (rotation ±20°, 90° turns, flips, shifts), smooth warps, bias fields, "
+                "smooth phase, 8-20 coils of random position and size, correlated noise "
+                "0.1-2 % of the peak"
+            ),
+        }
 
 
 # ------------------------------------------------------------------------------------------
@@ -464,6 +606,11 @@ def face_datasets(config) -> tuple[FaceFolderDataset, FaceFolderDataset]:
 
 def build_datasets(config) -> tuple[Dataset, Dataset]:
     """``(train, val)`` datasets of a config; validation limited to ``data.val_examples``."""
+    if config.task == "mri" and config.data.kind == "simulated":
+        return (
+            RandomizedBrainDataset.from_config(config, "train"),
+            RandomizedBrainDataset.from_config(config, "val"),
+        )
     if config.task == "mri":
         if config.data.val is None:
             raise DatasetError(f"{config.source}: data.val must name a validation folder for MRI")

@@ -97,7 +97,8 @@ def export_checkpoint(
     }
     beta = rcgan.get("beta_sd")
     metadata = weights_metadata(
-        config, beta_sd=None if beta is None else float(beta), training=training,
+        config, beta_sd=None if beta is None else float(beta),
+        beta_sd_by_R=list(rcgan.get("beta_sd_by_R", [])), training=training,
         metrics=metrics, notes=notes,
     )
     Weights(metadata, state, str(checkpoint_path)).build_generator()  # strict key/shape check

@@ -101,6 +101,27 @@ def beta_sd_nominal(p: int) -> float:
     return math.sqrt(2.0 / (math.pi * p * (p + 1)))
 
 
+R_BIN_EDGES = (3.0, 5.0, 7.0)
+"""Inner edges of the R bins of a mask-agnostic model's β_SD table: [2,3), [3,5), [5,7), [7,8]."""
+
+
+def r_bins(low: float, high: float) -> list[tuple[float, float]]:
+    """The R bins ``[(R_min, R_max), ...]`` of a training range ``[low, high]``.
+
+    :data:`R_BIN_EDGES` inside ``(low, high)`` split it; a fixed R (``low == high``) gives one
+    bin. Bins are half-open ``[R_min, R_max)`` except the last, which is closed.
+    """
+    edges = [low, *(e for e in R_BIN_EDGES if low < e < high), high]
+    return list(zip(edges[:-1], edges[1:], strict=True)) if high > low else [(low, high)]
+
+
+def r_bin_index(R: Tensor, bins: list[tuple[float, float]]) -> Tensor:
+    """Index of the bin of each acceleration in ``R`` (any shape); values outside the bins go
+    to the nearest end bin."""
+    inner = torch.tensor([b[0] for b in bins[1:]], dtype=R.dtype, device=R.device)
+    return torch.bucketize(R, inner, right=True)
+
+
 def l1_p_loss(samples: Tensor, target: Tensor) -> Tensor:
     """P-sample supervised-ℓ1 loss L_{1,P} of eq. (8), per-element normalised.
 
@@ -142,7 +163,7 @@ def sd_reward(samples: Tensor, kind: str = "paper") -> Tensor:
 
 
 def rcgan_regularizer(
-    samples: Tensor, target: Tensor, beta_sd: float, reward: str = "paper"
+    samples: Tensor, target: Tensor, beta_sd: float | Tensor, reward: str = "paper"
 ) -> Tensor:
     """rcGAN regulariser L_{1,SD,P} = L_{1,P} − β_SD · L_{SD,P} of eq. (7).
 
@@ -152,14 +173,21 @@ def rcgan_regularizer(
     Args:
         samples: generated samples x̂_i = G(z_i, y), shape (B, P_train, *E), P_train >= 2.
         target: true images x, shape (B, *E).
-        beta_sd: SD-reward weight β_SD.
+        beta_sd: SD-reward weight β_SD: one number, or a ``(B,)`` tensor with each example's
+            β_SD (a mask-agnostic model's per-R table; the reward is then taken per example and
+            the weighted rewards averaged over the batch).
         reward: SD reward kind, ``"paper"`` (eq. 9) or ``"reference"`` (see :func:`sd_reward`).
 
     Returns:
         Scalar tensor, differentiable with respect to ``samples``.
     """
     _validate_samples(samples, target, min_p=2)
-    return l1_p_loss(samples, target) - beta_sd * sd_reward(samples, reward)
+    if not isinstance(beta_sd, Tensor):
+        return l1_p_loss(samples, target) - beta_sd * sd_reward(samples, reward)
+    per_example = torch.stack(
+        [sd_reward(samples[b : b + 1], reward) for b in range(samples.shape[0])]
+    )
+    return l1_p_loss(samples, target) - (beta_sd.to(per_example) * per_example).mean()
 
 
 def l2_p_loss(samples: Tensor, target: Tensor) -> Tensor:

@@ -53,7 +53,7 @@ def weights_metadata(config: Config, **extra: Any) -> WeightsMetadata:
             task="mri", image_size=size, channels=data.coils, base_width=model.base_width,
             num_pool_layers=model.num_pool_layers, input_skip=model.input_skip,
             masks=list(data.mask.kinds),
-            acceleration=list(data.mask.r_range), **extra,
+            acceleration=list(data.mask.r_range), fov=data.fov, **extra,
         )
     return WeightsMetadata(
         task="inpainting", image_size=size, channels=data.channels, base_width=model.base_width,
@@ -96,6 +96,11 @@ class RcGANModule(L.LightningModule):
             self.beta_sd_nominal if cfg.train.beta_sd is None else float(cfg.train.beta_sd)
         )
         self.beta_sd_history: list[dict[str, float]] = []
+        low, high = cfg.data.mask.r_range
+        mask_agnostic = cfg.task == "mri" and cfg.method == "rcgan" and high > low
+        self.r_bins = losses.r_bins(low, high) if mask_agnostic else []
+        self.beta_sd_table = [self.beta_sd] * len(self.r_bins)
+        self._val_bins: Tensor | None = None
         self.val_metrics: dict[str, float] = {}
         self.batches_this_run = 0
         self._val_sums: Tensor | None = None
@@ -196,7 +201,7 @@ class RcGANModule(L.LightningModule):
                 regularizer = train.l2_weight * losses.l2_p_loss(samples, target)
             else:
                 regularizer = losses.rcgan_regularizer(
-                    samples, target, self.beta_sd, train.sd_reward
+                    samples, target, self.example_beta_sd(batch), train.sd_reward
                 )
         loss = beta_adv * adversarial + regularizer
         parts = {"adversarial": adversarial.detach(), "regularizer": regularizer.detach()}
@@ -204,6 +209,20 @@ class RcGANModule(L.LightningModule):
             parts["l1"] = losses.l1_p_loss(samples.detach(), target)
             parts["sd"] = losses.sd_reward(samples.detach(), train.sd_reward)
         return loss, parts
+
+    def example_beta_sd(self, batch: dict[str, Tensor]) -> float | Tensor:
+        """β_SD of each example: the table entry of its R bin (mask-agnostic), else the one β_SD."""
+        if not self.r_bins:
+            return self.beta_sd
+        table = torch.tensor(self.beta_sd_table, device=batch["R"].device)
+        return table[losses.r_bin_index(batch["R"].float(), self.r_bins)]
+
+    def beta_sd_by_R(self) -> list[dict[str, float]]:
+        """The per-R β_SD table as plain values (empty for fixed-R models)."""
+        return [
+            {"R_min": float(low), "R_max": float(high), "beta_sd": float(beta)}
+            for (low, high), beta in zip(self.r_bins, self.beta_sd_table, strict=True)
+        ]
 
     def _guard(self, loss: Tensor, what: str) -> None:
         """Stop the run (on every rank) when ``loss`` is not finite."""
@@ -267,6 +286,7 @@ class RcGANModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(7, dtype=torch.float64, device=self.device)
+        self._val_bins = torch.zeros(len(self.r_bins), 3, dtype=torch.float64, device=self.device)
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         p_val = self.config.train.p_val
@@ -289,6 +309,12 @@ class RcGANModule(L.LightningModule):
             apsd.sum().double(),
         ])
         self._val_sums += values
+        if self.r_bins:
+            e1_each = (samples[:, 0] - target).pow(2).flatten(1).sum(1).double()
+            ep_each = (samples.mean(dim=1) - target).pow(2).flatten(1).sum(1).double()
+            index = losses.r_bin_index(batch["R"].float(), self.r_bins)
+            rows = torch.stack([e1_each, ep_each, torch.ones_like(e1_each)], dim=1)
+            self._val_bins.index_add_(0, index.to(self._val_bins.device), rows)
 
     @staticmethod
     def _ssim(estimate: Tensor, reference: Tensor) -> Tensor:
@@ -310,6 +336,8 @@ class RcGANModule(L.LightningModule):
             return
         sums = self._reduce_sum(self._val_sums)
         self._val_sums = None
+        bins = self._reduce_sum(self._val_bins) if self.r_bins else None
+        self._val_bins = None
         count = float(sums[2])
         if count == 0:
             return
@@ -338,7 +366,18 @@ class RcGANModule(L.LightningModule):
                 self.log(f"val/{name}", value, batch_size=1, sync_dist=True)
             if self.trainer.sanity_checking:
                 return
-        self.update_beta_sd(e1, ep)
+        if self.r_bins:
+            for number, (low, high) in enumerate(self.r_bins):
+                e1_bin, ep_bin, count_bin = (float(v) for v in bins[number])
+                if count_bin > 0 and e1_bin > 0 and ep_bin > 0:
+                    metrics[f"e1_over_ep_db_R{low:g}-{high:g}"] = 10 * math.log10(e1_bin / ep_bin)
+                    self.update_beta_sd(e1_bin / count_bin, ep_bin / count_bin, number)
+            metrics.update(
+                {f"beta_sd_R{low:g}-{high:g}": beta
+                 for (low, high), beta in zip(self.r_bins, self.beta_sd_table, strict=True)}
+            )
+        else:
+            self.update_beta_sd(e1, ep)
         metrics["beta_sd"] = self.beta_sd
         metrics["epoch"] = int(self.current_epoch) if attached else 0
         metrics["iteration"] = int(self.iteration) if attached else 0
@@ -346,23 +385,38 @@ class RcGANModule(L.LightningModule):
         if attached:
             self.log("val/beta_sd", self.beta_sd, batch_size=1, sync_dist=True)
 
-    def update_beta_sd(self, e1: float, ep: float) -> float:
-        """Eq. (23) once (rcgan with ``train.beta_sd_autotune``); records the history."""
+    def update_beta_sd(self, e1: float, ep: float, r_bin: int | None = None) -> float:
+        """Eq. (23) once (rcgan with ``train.beta_sd_autotune``); records the history.
+
+        With ``r_bin`` the entry of that R bin of the per-R table is updated (from the
+        validation examples of that bin); ``beta_sd`` then follows the bin holding the middle of
+        the R range.
+        """
         train = self.config.train
         if self.config.method != "rcgan" or not train.beta_sd_autotune or e1 <= 0 or ep <= 0:
             return self.beta_sd
-        before = self.beta_sd
-        self.beta_sd = losses.update_beta_sd(
+        before = self.beta_sd if r_bin is None else self.beta_sd_table[r_bin]
+        after = losses.update_beta_sd(
             before, e1, ep, train.p_val, train.mu_sd, beta_sd_n=self.beta_sd_nominal
         )
-        self.beta_sd_history.append({
+        entry = {
             "epoch": int(self.current_epoch) if self._trainer is not None else 0,
             "iteration": int(self.iteration) if self._trainer is not None else 0,
             "beta_sd_before": float(before),
-            "beta_sd": float(self.beta_sd),
+            "beta_sd": float(after),
             "e1_over_ep_db": 10 * math.log10(e1 / ep),
-        })
-        return self.beta_sd
+        }
+        if r_bin is None:
+            self.beta_sd = after
+        else:
+            self.beta_sd_table[r_bin] = after
+            low, high = self.r_bins[r_bin]
+            entry.update({"R_min": float(low), "R_max": float(high)})
+            middle = sum(self.config.data.mask.r_range) / 2
+            index = int(losses.r_bin_index(torch.tensor(middle), self.r_bins))
+            self.beta_sd = self.beta_sd_table[index]
+        self.beta_sd_history.append(entry)
+        return after
 
     def on_fit_start(self) -> None:
         self._fit_started = time.monotonic()
@@ -382,6 +436,7 @@ class RcGANModule(L.LightningModule):
             "beta_sd": float(self.beta_sd),
             "beta_sd_nominal": float(self.beta_sd_nominal),
             "beta_sd_history": list(self.beta_sd_history),
+            "beta_sd_by_R": self.beta_sd_by_R(),
             "val_metrics": dict(self.val_metrics),
             "dataset": self.dataset_description,
             "iteration": int(self.iteration) if self._trainer is not None else 0,
@@ -392,5 +447,8 @@ class RcGANModule(L.LightningModule):
         state = checkpoint.get("rcgan", {})
         self.beta_sd = float(state.get("beta_sd", self.beta_sd))
         self.beta_sd_history = list(state.get("beta_sd_history", []))
+        table = state.get("beta_sd_by_R", [])
+        if self.r_bins and len(table) == len(self.r_bins):
+            self.beta_sd_table = [float(entry["beta_sd"]) for entry in table]
         self.train_seconds_before = float(state.get("train_seconds", 0.0))
         self.val_metrics = dict(state.get("val_metrics", {}))

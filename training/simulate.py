@@ -97,11 +97,12 @@ def load_anatomy(source: str = "colin27", contrast: str = "t1") -> np.ndarray:
         raise ParameterError(f"unknown anatomy source {source!r}: expected one of {SOURCES}")
     if contrast not in CONTRASTS:
         raise ParameterError(f"unknown contrast {contrast!r}: expected one of {CONTRASTS}")
-    return _cached_anatomy(source, contrast).copy()
+    return cached_anatomy(source, contrast).copy()
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_anatomy(source: str, contrast: str) -> np.ndarray:
+def cached_anatomy(source: str, contrast: str) -> np.ndarray:
+    """:func:`load_anatomy`'s volume, loaded once and shared read-only (no copy)."""
     volume = _load_colin27(contrast) if source == "colin27" else _load_mni152(contrast)
     volume.setflags(write=False)
     return volume
@@ -446,6 +447,202 @@ def _compact(kspace: np.ndarray, image_size: int) -> np.ndarray:
     SVD coil compression to :data:`COMPACT_COILS` virtual coils, back to k-space (complex64)."""
     images = kspace_to_cropped_image(torch.from_numpy(kspace), (image_size, image_size))
     return fft2c(coil_compress(images, COMPACT_COILS)).numpy().astype(np.complex64)
+
+
+# --------------------------------------------------------------------------------------------
+# Domain-randomised examples (generated on the fly)
+
+ORIENTATIONS = ("axial", "coronal", "sagittal")
+SPLIT_SEGMENTS = 10
+"""Each orientation's usable slice range is cut into this many equal segments; see
+:func:`split_positions`."""
+_SPLIT_OF_SEGMENT = {3: "test", 5: "val", 7: "test"}  # the others train
+_SPLIT_GAP = 3  # slices dropped at the edges of non-training segments
+_COIL_MAP_GRID = 48  # coil maps are computed on this grid and interpolated (they are smooth)
+_MIN_AREA = 0.3  # a usable slice has at least this fraction of the largest cross-section
+
+
+def anatomy_slice(volume: np.ndarray, orientation: str, index: int) -> np.ndarray:
+    """One 2-D slice of a RAS ``(X, Y, Z)`` volume, superior / anterior at the top.
+
+    Returns:
+        float32 ``(rows, cols)``: axial ``(Y, X)``, coronal ``(Z, X)``, sagittal ``(Z, Y)``.
+    """
+    if orientation == "axial":
+        plane = volume[:, :, index].T[::-1, ::-1]
+    elif orientation == "coronal":
+        plane = volume[:, index, :].T[::-1, ::-1]
+    elif orientation == "sagittal":
+        plane = volume[index, :, :].T[::-1, :]
+    else:
+        raise ParameterError(f"unknown orientation {orientation!r}: expected one of {ORIENTATIONS}")
+    return np.ascontiguousarray(plane, dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def split_positions(source: str, orientation: str, split: str) -> tuple[int, ...]:
+    """Slice indices of ``orientation`` that belong to ``split`` (``train``, ``val``, ``test``).
+
+    The usable range (slices whose anatomy covers at least 30 % of the largest cross-section)
+    is cut into :data:`SPLIT_SEGMENTS` equal segments; segments 3 and 7 are ``test``, 5 is
+    ``val``, the others ``train``, and 3 slices at each edge of a ``val``/``test`` segment are
+    dropped, so no held-out slice is adjacent to a training slice of the same orientation.
+    """
+    volume = cached_anatomy(source, "t1")
+    axis = {"axial": 2, "coronal": 1, "sagittal": 0}[orientation]
+    area = (volume > 0.05).sum(axis=tuple(a for a in range(3) if a != axis))
+    usable = np.nonzero(area >= _MIN_AREA * area.max())[0]
+    low, high = int(usable.min()), int(usable.max()) + 1
+    edges = np.linspace(low, high, SPLIT_SEGMENTS + 1).round().astype(int)
+    positions: list[int] = []
+    for segment in range(SPLIT_SEGMENTS):
+        label = _SPLIT_OF_SEGMENT.get(segment, "train")
+        if label != split:
+            continue
+        start, stop = int(edges[segment]), int(edges[segment + 1])
+        if label != "train":
+            start, stop = start + _SPLIT_GAP, stop - _SPLIT_GAP
+        positions += range(start, stop)
+    return tuple(positions)
+
+
+def random_contrast(t1: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random tissue contrast of a ``[0, 1]`` T1 slice (0 stays 0).
+
+    A random piecewise-linear intensity map over 6 knots: T1-like (increasing), T2-like
+    (decreasing: CSF bright, white matter dark), PD-like (flat, compressed) or arbitrary (random
+    knot values), then a random gamma in ``[0.6, 1.6]``.
+    """
+    knots = np.linspace(0.0, 1.0, 6)
+    kind = rng.integers(4)
+    if kind == 0:
+        values = knots + rng.normal(0.0, 0.05, 6)
+    elif kind == 1:
+        values = 1.0 - knots + rng.normal(0.0, 0.08, 6)
+    elif kind == 2:
+        values = 0.55 + 0.35 * knots + rng.normal(0.0, 0.05, 6)
+    else:
+        values = rng.uniform(0.05, 1.0, 6)
+    values = np.clip(values, 0.05, 1.0)
+    mapped = np.interp(t1, knots, values)
+    gamma = np.exp(rng.uniform(np.log(0.6), np.log(1.6)))
+    return (np.where(t1 > 0, mapped, 0.0) ** gamma).astype(np.float32)
+
+
+def _smooth_field(shape: tuple[int, int], rng: np.random.Generator, coarse: int) -> np.ndarray:
+    """Random smooth field in about ``[-1, 1]``: a ``coarse × coarse`` normal grid, upsampled
+    bicubically to ``shape``."""
+    grid = torch.from_numpy(rng.standard_normal((1, 1, coarse, coarse)).astype(np.float32))
+    field = torch.nn.functional.interpolate(grid, size=shape, mode="bicubic", align_corners=True)
+    field = field[0, 0].numpy()
+    return field / max(float(np.abs(field).max()), 1e-12)
+
+
+def place_randomly(
+    image: np.ndarray, side: int, rng: np.random.Generator, *, fill: tuple[float, float] = (0.6, 0.92)
+) -> np.ndarray:
+    """Put a slice in a ``side × side`` field of view with a random pose and a small warp.
+
+    The slice's larger side spans ``fill`` (uniform) of the field of view; it is rotated by
+    ±20° (and, with probability 1/4, a further multiple of 90°), flipped with probability 1/2
+    along each axis, shifted by up to 5 % of the field of view and warped by a smooth
+    displacement field of up to 2 % of the field of view. Linear interpolation, 0 outside.
+
+    Returns:
+        float32 ``(side, side)``.
+    """
+    scale = max(image.shape) / (rng.uniform(*fill) * side)  # source pixels per output pixel
+    angle = np.deg2rad(rng.uniform(-20.0, 20.0))
+    if rng.random() < 0.25:
+        angle += np.pi / 2 * rng.integers(1, 4)
+    flips = np.where(rng.random(2) < 0.5, -1.0, 1.0)
+    shift = rng.uniform(-0.05, 0.05, 2) * side
+    centre = (side - 1) / 2
+    rows, cols = np.meshgrid(np.arange(side) - centre, np.arange(side) - centre, indexing="ij")
+    warp = 0.02 * side * rng.uniform(0.0, 1.0)
+    rows = rows - shift[0] + warp * _smooth_field((side, side), rng, 5)
+    cols = cols - shift[1] + warp * _smooth_field((side, side), rng, 5)
+    cos, sin = np.cos(angle), np.sin(angle)
+    src_rows = flips[0] * scale * (cos * rows - sin * cols) + (image.shape[0] - 1) / 2
+    src_cols = flips[1] * scale * (sin * rows + cos * cols) + (image.shape[1] - 1) / 2
+    placed = ndimage.map_coordinates(image, [src_rows, src_cols], order=1, cval=0.0)
+    return np.clip(placed, 0.0, None).astype(np.float32)
+
+
+def random_coil_maps(side: int, rng: np.random.Generator, coils: tuple[int, int] = (8, 20)) -> np.ndarray:
+    """Sensitivities of a random receive array on a ``side × side`` field of view.
+
+    ``N`` coils (uniform in ``coils``) sit around the centre at angles evenly spread over a
+    random arc (full circle with probability 1/2, else 180–300°) with jitter, at a distance of
+    0.8–1.3 half-fields of view, each with a random size ``a`` (0.25–0.7 half-FOVs): magnitude
+    ``1 / (1 + d²/a²)``, phase a random constant plus a random linear ramp along the direction
+    to the coil. Normalised to a root-sum-of-squares maximum of 1.
+
+    Returns:
+        complex64 ``(N, side, side)``.
+    """
+    count = int(rng.integers(coils[0], coils[1] + 1))
+    arc = 2 * np.pi if rng.random() < 0.5 else np.deg2rad(rng.uniform(180.0, 300.0))
+    start = rng.uniform(0.0, 2 * np.pi)
+    angles = start + arc * (np.arange(count) + 0.5) / count + rng.normal(0.0, 0.1, count)
+    radius = rng.uniform(0.8, 1.3, count)[:, None, None]
+    size = rng.uniform(0.25, 0.7, count)[:, None, None]
+    ramp = rng.normal(0.0, 1.0, count)[:, None, None]
+    offset = rng.uniform(-np.pi, np.pi, count)[:, None, None]
+    axis = (np.arange(_COIL_MAP_GRID) - _COIL_MAP_GRID // 2) / (_COIL_MAP_GRID / 2)
+    rows, cols = axis[None, :, None], axis[None, None, :]
+    sin, cos = np.sin(angles)[:, None, None], np.cos(angles)[:, None, None]
+    d2 = (rows - radius * sin) ** 2 + (cols - radius * cos) ** 2
+    coarse = np.exp(1j * (offset + ramp * (rows * sin + cols * cos))) / (1.0 + d2 / size**2)
+    planes = torch.from_numpy(np.concatenate([coarse.real, coarse.imag]).astype(np.float32))
+    fine = torch.nn.functional.interpolate(
+        planes[None], size=(side, side), mode="bilinear", align_corners=False
+    )[0].numpy()
+    maps = (fine[:count] + 1j * fine[count:]).astype(np.complex64)
+    return maps / np.sqrt((np.abs(maps) ** 2).sum(axis=0)).max()
+
+
+def randomized_kspace(
+    t1_slice: np.ndarray,
+    side: int,
+    rng: np.random.Generator,
+    *,
+    noise_range: tuple[float, float] = (0.001, 0.02),
+) -> np.ndarray:
+    """Fully sampled multicoil k-space ``(N, side, side)`` of one domain-randomised slice.
+
+    Random contrast (:func:`random_contrast`), pose and warp (:func:`place_randomly`), bias
+    field ``exp(b·f)`` (``b`` up to 0.4, ``f`` smooth), smooth background phase, a random coil
+    array (:func:`random_coil_maps`, 8–20 coils) and coil-correlated complex noise of standard
+    deviation log-uniform in ``noise_range`` times the largest coil-image magnitude.
+    """
+    image = place_randomly(random_contrast(t1_slice, rng), side, rng)
+    image *= np.exp(rng.uniform(0.0, 0.4) * _smooth_field((side, side), rng, 4)).astype(np.float32)
+    obj = image * np.exp(1j * _smooth_phase((side, side), side, rng)).astype(np.complex64)
+    maps = random_coil_maps(side, rng)
+    coil_images = maps * obj
+    coils = maps.shape[0]
+    kspace = fft2c(torch.from_numpy(coil_images.astype(np.complex64))).numpy()
+    white = np.empty((coils, side * side), dtype=np.complex64)
+    rng.standard_normal(out=white.view(np.float32), dtype=np.float32)
+    level = np.exp(rng.uniform(np.log(noise_range[0]), np.log(noise_range[1])))
+    white *= np.float32(level * float(np.abs(coil_images).max()) / np.sqrt(2))
+    kspace += (noise_mixing_matrix(coils, rng) @ white).reshape(coils, side, side)
+    return kspace
+
+
+def heldout_kspace(
+    source: str, contrast: str, orientation: str, index: int, side: int, rng: np.random.Generator,
+    coils: int = 16, noise_level: float = DEFAULT_NOISE_LEVEL,
+) -> np.ndarray:
+    """Fixed-contrast k-space ``(coils, side, side)`` of one slice for evaluation.
+
+    The slice of :func:`load_anatomy` (``t1`` or ``t2``) is placed upright with its larger side
+    spanning 85 % of the field of view, with a smooth phase, birdcage coils
+    (:func:`birdcage_coil_maps`) and coil-correlated noise (:func:`simulate_kspace`).
+    """
+    plane = anatomy_slice(load_anatomy(source, contrast), orientation, index)
+    return simulate_kspace(plane, coils, (side, side), side, noise_level, rng=rng)
 
 
 # --------------------------------------------------------------------------------------------

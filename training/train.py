@@ -39,9 +39,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from napari_rcgan.errors import RcganError
 from napari_rcgan.io import atomic_output, remove_stale_temporaries
+from napari_rcgan.weights import load_weights
 from training.config import PRECISIONS, Config, ConfigError, check_data_paths, load_config
 from training.datasets import RcGANDataModule
-from training.module import RcGANModule, TrainingDiverged
+from training.module import RcGANModule, TrainingDiverged, weights_metadata
 
 LAST = "last.ckpt"
 
@@ -116,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="overrides train.precision")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.ckpt")
+    parser.add_argument(
+        "--init-generator", default=None, metavar="WEIGHTS",
+        help="start the generator from these plugin weights (.safetensors or a bundled name) "
+        "instead of a random initialisation; the architecture must match the config",
+    )
     parser.add_argument("--no-progress-bar", action="store_true")
     return parser
 
@@ -175,6 +181,32 @@ def check_resumable(checkpoint_path: Path, config: Config) -> None:
             )
 
 
+def init_generator(config: Config, spec: str) -> dict[str, Any]:
+    """Check that the weights ``spec`` fit the generator of ``config``; describe them.
+
+    Raises:
+        ConfigError: unreadable weights or another architecture (named keys).
+    """
+    try:
+        weights = load_weights(spec)
+    except RcganError as error:
+        raise ConfigError(f"--init-generator: {error}") from error
+    expected = weights_metadata(config)
+    found = weights.metadata
+    for key in ("task", "image_size", "channels", "base_width", "num_pool_layers", "input_skip"):
+        if getattr(found, key) != getattr(expected, key):
+            raise ConfigError(
+                f"--init-generator: {weights.source} has {key} = {getattr(found, key)!r} but "
+                f"{config.source} builds {getattr(expected, key)!r}"
+            )
+    training = found.training or {}
+    return {
+        "weights": Path(weights.source).name,
+        "iterations": training.get("iterations"),
+        "notes": found.notes,
+    }
+
+
 def build_trainer(config: Config, out: Path, args: argparse.Namespace) -> L.Trainer:
     train = config.train
     steps = config.steps_per_iteration
@@ -231,7 +263,12 @@ def run(argv: Sequence[str] | None = None) -> L.Trainer:
         torch.set_float32_matmul_precision("high")
     datamodule = RcGANDataModule(config)
     datamodule.setup("fit")  # scans and validates the data before any process starts training
-    module = RcGANModule(config, dataset=datamodule.describe())
+    description = datamodule.describe()
+    if args.init_generator is not None and not args.resume:
+        description["initialised_from"] = init_generator(config, args.init_generator)
+    module = RcGANModule(config, dataset=description)
+    if args.init_generator is not None and not args.resume:
+        module.generator.load_state_dict(load_weights(args.init_generator).state_dict)
     trainer = build_trainer(config, out, args)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)

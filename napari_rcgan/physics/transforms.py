@@ -42,6 +42,63 @@ def kspace_to_cropped_image(kspace: torch.Tensor, image_size: tuple[int, int]) -
     return center_crop(ifft2c(kspace), image_size)
 
 
+FOV_MAPPINGS = ("crop", "full")
+"""How an acquisition larger than the weights is mapped to their size: ``crop`` the image centre
+(the paper's 384×384 path) or keep the ``full`` field of view at lower resolution."""
+
+
+def full_fov_side(shape: tuple[int, int]) -> int:
+    """Side of the square field of view of a ``(H, W)`` acquisition: the smaller side.
+
+    Raw fastMRI brain k-space is ``768 × 396``: the readout (rows) is 2× oversampled, so the
+    centred ``396 × 396`` square of the image is the whole field of view.
+    """
+    return int(min(shape))
+
+
+def kspace_to_full_fov_image(kspace: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:
+    """Fully sampled k-space ``(C, H, W)`` → the whole field of view at ``image_size = (h, w)``.
+
+    Removes the readout oversampling (image-domain crop to the centred ``F × F`` square,
+    ``F = min(H, W)``, see :func:`full_fov_side`), then keeps the central ``h × w`` block of its
+    k-space: the image covers the same field of view with pixels ``F/h × F/w`` times larger. The
+    result is scaled by ``sqrt(h w) / F`` so that intensities match the ``F × F`` image.
+
+    Raises:
+        ParameterError: when ``F`` is smaller than ``image_size``.
+    """
+    side = full_fov_side(tuple(kspace.shape[-2:]))
+    height, width = image_size
+    if side < max(height, width):
+        raise ParameterError(
+            f"cannot map a {kspace.shape[-2]}x{kspace.shape[-1]} acquisition (field of view "
+            f"{side}x{side}) to {height}x{width}: it is smaller than the {height}x{width} image the "
+            f"weights expect"
+        )
+    if tuple(kspace.shape[-2:]) != (side, side):
+        kspace = fft2c(center_crop(ifft2c(kspace), (side, side)))
+    block = center_crop(kspace, (height, width))
+    return ifft2c(block) * (float(np.sqrt(height * width)) / side)
+
+
+def map_acquisition(
+    kspace: torch.Tensor, image_size: tuple[int, int], fov: str = "crop"
+) -> tuple[torch.Tensor, float]:
+    """Coil images ``(C, h, w)`` of the weights' size, and their pixel size in input pixels.
+
+    ``fov="crop"``: image-domain centre crop (:func:`kspace_to_cropped_image`), scale 1.
+    ``fov="full"``: :func:`kspace_to_full_fov_image`, scale ``F / h`` with ``F`` the side of
+    the field of view; an output pixel ``i`` lies at ``F//2 + (i - h//2)·F/h`` on the ``F × F``
+    input grid.
+    """
+    if fov == "crop":
+        return kspace_to_cropped_image(kspace, image_size), 1.0
+    if fov == "full":
+        side = full_fov_side(tuple(kspace.shape[-2:]))
+        return kspace_to_full_fov_image(kspace, image_size), side / image_size[0]
+    raise ParameterError(f"unknown field-of-view mapping {fov!r}: expected one of {FOV_MAPPINGS}")
+
+
 def coil_compress(images: torch.Tensor, virtual_coils: int) -> torch.Tensor:
     """SVD coil compression exactly as the rcGAN reference preprocessing does it.
 

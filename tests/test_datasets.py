@@ -268,3 +268,48 @@ def test_demo_faces(tmp_path):
     assert main(["faces-demo", "--out", str(tmp_path / "demo"), "--val", "5"]) == 0
     assert len(list_images(tmp_path / "demo" / "train")) == 95
     assert len(list_images(tmp_path / "demo" / "val")) == 5
+
+
+def test_randomized_brain_examples_split_bins_and_determinism():
+    from training.datasets import RandomizedBrainDataset
+    from training.losses import r_bins
+    from training.simulate import ORIENTATIONS, split_positions
+
+    for orientation in ORIENTATIONS:
+        train, val, test = (set(split_positions("colin27", orientation, s)) for s in ("train", "val", "test"))
+        assert train and val and test
+        assert not (train & val or train & test or val & test)
+        # No held-out slice is next to a training slice of the same orientation.
+        assert min(abs(a - b) for a in val | test for b in train) > 3
+    bins = r_bins(2.0, 8.0)
+    val_set = RandomizedBrainDataset(
+        split="val", image_size=32, acquisition_size=48, length=4, train=False, r_bins=bins
+    )
+    items = [val_set[i] for i in range(4)]
+    for number, item in enumerate(items):
+        low, high = bins[number]
+        assert low - 0.2 <= float(item["R"]) <= high + 0.2  # achieved R of a whole-line mask
+        assert item["input"].shape == item["target"].shape == (16, 32, 32)
+        assert torch.isfinite(item["input"]).all()
+    torch.testing.assert_close(val_set[1]["input"], items[1]["input"])  # fixed per index
+    train_set = RandomizedBrainDataset(image_size=32, acquisition_size=48, length=2, train=True)
+    assert not torch.equal(train_set[0]["target"], train_set[0]["target"])  # fresh each time
+    description = train_set.describe()
+    assert description["anatomy"] == ["colin27"] and description["held_out_anatomy"] == ["mni152"]
+
+
+def test_simulated_config_builds_randomized_datasets():
+    from training.datasets import RandomizedBrainDataset, build_datasets
+
+    config = config_from_dict({
+        "task": "mri",
+        "data": {
+            "kind": "simulated", "anatomy": ["colin27"], "fov": "full", "image_size": 32,
+            "acquisition_size": 48, "examples_per_epoch": 5, "val_examples": 3,
+            "mask": {"kind": "gro", "R": [2, 8]},
+        },
+        "model": {"critic_num_down": 3},
+    })
+    train, val = build_datasets(config)
+    assert isinstance(train, RandomizedBrainDataset) and len(train) == 5 and len(val) == 3
+    assert train.fov == "full" and val.r_bins == [(2.0, 3.0), (3.0, 5.0), (5.0, 7.0), (7.0, 8.0)]

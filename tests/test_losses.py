@@ -329,3 +329,24 @@ def test_unknown_reward_or_reduction_is_refused() -> None:
         sd_reward(SAMPLES, "biased")
     with pytest.raises(ValueError, match="mean, sum"):
         reduce_over_batch(torch.ones(3), "max")
+
+
+def test_r_bins_of_the_mask_agnostic_range_and_fixed_r() -> None:
+    from training.losses import r_bin_index, r_bins
+
+    bins = r_bins(2.0, 8.0)
+    assert bins == [(2.0, 3.0), (3.0, 5.0), (5.0, 7.0), (7.0, 8.0)]
+    R = torch.tensor([2.0, 2.99, 3.0, 4.9, 5.0, 6.99, 7.0, 8.0, 9.0, 1.5])
+    assert r_bin_index(R, bins).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3, 0]
+    assert r_bins(4.0, 4.0) == [(4.0, 4.0)]
+    assert r_bins(2.0, 4.0) == [(2.0, 3.0), (3.0, 4.0)]
+
+
+def test_rcgan_regularizer_with_per_example_beta_sd() -> None:
+    same = rcgan_regularizer(SAMPLES, TARGET, torch.tensor([0.3, 0.3]))
+    assert float(same) == pytest.approx(float(rcgan_regularizer(SAMPLES, TARGET, 0.3)))
+    # Example 1 has no spread, so only example 0's beta_SD counts: its SD reward is
+    # sqrt(pi/4) * mean(|0-1|+|2-1|, |2-3|+|4-3|) = sqrt(pi/4) * 2, halved by the batch mean.
+    weighted = rcgan_regularizer(SAMPLES, TARGET, torch.tensor([0.5, 7.0]))
+    expected = float(l1_p_loss(SAMPLES, TARGET)) - 0.5 * math.sqrt(math.pi / 4) * 2 / 2
+    assert float(weighted) == pytest.approx(expected)

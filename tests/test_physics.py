@@ -175,3 +175,40 @@ def test_espirit_maps_recover_birdcage_sensitivities_up_to_phase():
     inside = reference > 0.2 * reference.max()
     ratio = combined[inside] / reference[inside]
     assert float(ratio.mean()) == pytest.approx(1.0, abs=0.05)
+
+
+def _edge_object(height: int, width: int) -> torch.Tensor:
+    """A 4-coil object on a (height, width) grid with bright squares near the left/right edges of
+    the central width x width field of view (rows beyond it are readout oversampling)."""
+    image = torch.zeros(4, height, width, dtype=torch.complex64)
+    top = (height - width) // 2
+    image[:, top + width // 2 - 4 : top + width // 2 + 4, 1:9] = 1.0
+    image[:, top + width // 2 - 4 : top + width // 2 + 4, width - 9 : width - 1] = 2.0
+    image[:, top + 8 : top + width - 8, width // 2 - 4 : width // 2 + 4] = 0.5
+    return image
+
+
+def test_full_fov_keeps_the_whole_field_of_view_at_lower_resolution():
+    oversampled = _edge_object(128, 64)  # 2x readout oversampling: the FOV is 64x64
+    kspace = fft2c(oversampled)
+    full, scale = transforms.map_acquisition(kspace, (32, 32), "full")
+    crop, crop_scale = transforms.map_acquisition(kspace, (32, 32), "crop")
+    assert full.shape == crop.shape == (4, 32, 32)
+    assert scale == 2.0 and crop_scale == 1.0
+    # Both edge squares (at the FOV's left and right borders) are in the full-FOV image ...
+    profile = full[0].abs()[16]
+    assert float(profile[:5].max()) > 0.5 and float(profile[-5:].max()) > 1.0
+    # ... but not in the centre crop.
+    assert float(crop[0].abs()[16, :3].max()) < 0.2
+    # It is the central k-space block of the FOV square, with intensities kept.
+    square = transforms.center_crop(oversampled, (64, 64))
+    block = transforms.center_crop(fft2c(square), (32, 32))
+    torch.testing.assert_close(full, ifft2c(block) * 0.5, atol=1e-5, rtol=1e-4)
+    assert float(full.abs().max()) == pytest.approx(2.0, rel=0.25)
+
+
+def test_full_fov_rejects_an_acquisition_smaller_than_the_weights():
+    with pytest.raises(ParameterError, match=r"24x20 acquisition .* smaller than the 32x32"):
+        transforms.map_acquisition(random_complex(2, 24, 20), (32, 32), "full")
+    with pytest.raises(ParameterError, match="field-of-view mapping 'middle'"):
+        transforms.map_acquisition(random_complex(2, 64, 64), (32, 32), "middle")

@@ -189,3 +189,27 @@ def test_device_resolution():
     if not torch.cuda.is_available():
         with pytest.raises(ParameterError, match="CUDA is not available"):
             resolve_device("cuda")
+
+
+def test_full_fov_weights_see_the_whole_acquisition_and_report_its_scale(tmp_path):
+    from napari_rcgan.weights import WeightsMetadata, build_generator, save_weights
+
+    metadata = WeightsMetadata(
+        task="mri", image_size=[32, 32], channels=8, base_width=4, num_pool_layers=2,
+        masks=["gro"], acceleration=[2.0, 8.0], fov="full",
+    )
+    torch.manual_seed(0)
+    path = save_weights(tmp_path / "full.safetensors", build_generator(metadata).state_dict(), metadata)
+    sampler = PosteriorSampler(path, device="cpu")
+    rng = np.random.default_rng(0)
+    image = np.zeros((10, 80, 40), dtype=np.complex64)  # 2x readout oversampling: FOV 40x40
+    image[:, 22:58, 2:38] = rng.standard_normal((10, 36, 36))
+    measurement = sampler.measure_mri(fft2c(torch.from_numpy(image)), R=4, source="full.h5")
+    assert measurement.fov == "full" and measurement.pixel_scale == pytest.approx(40 / 32)
+    reference = measurement.reference
+    assert reference.shape == (32, 32)
+    # The object spans almost the whole FOV: the edge columns of the 32x32 image hold it too.
+    assert reference[:, 1].mean() > 0.3 * reference.mean()
+    assert tuple(sampler.sample(measurement, P=2, seed=0).images.shape[-2:]) == (32, 32)
+    with pytest.raises(ParameterError, match=r"full\.h5: k-space 60x30 is smaller than the 32x32"):
+        sampler.measure_mri(np.zeros((10, 60, 30), np.complex64), R=4, source="full.h5")

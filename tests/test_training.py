@@ -296,3 +296,48 @@ def test_export_rejects_non_checkpoints(tmp_path, capsys):
     assert export_main([str(tmp_path / "plain.ckpt"), str(tmp_path / "out.safetensors")]) == 2
     assert "training config" in capsys.readouterr().err
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def _agnostic_module(root: Path) -> tuple[RcGANModule, dict]:
+    values = yaml.safe_load((CONFIGS / "smoke-mri.yaml").read_text())
+    values["data"]["root"] = str(root)
+    values["data"]["mask"]["R"] = [2, 8]
+    config = config_from_dict(values)
+    batch = next(iter(RcGANDataModule(config).val_dataloader()))
+    return RcGANModule(config), batch
+
+
+def test_mask_agnostic_beta_sd_table_is_tuned_per_r_bin_and_exported(mri_root, tmp_path):
+    module, batch = _agnostic_module(mri_root)
+    nominal = losses.beta_sd_nominal(2)
+    assert module.r_bins == [(2.0, 3.0), (3.0, 5.0), (5.0, 7.0), (7.0, 8.0)]
+    assert module.beta_sd_table == [pytest.approx(nominal)] * 4
+    # Each example's beta_SD is the entry of its R bin.
+    module.beta_sd_table = [0.1, 0.2, 0.3, 0.4]
+    batch = dict(batch, R=torch.tensor([2.5, 7.5]))
+    assert module.example_beta_sd(batch).tolist() == pytest.approx([0.1, 0.4])
+    # Validation examples of one bin move only that bin (eq. 23 on that bin's E1 / E8).
+    module.beta_sd_table = [nominal] * 4
+    module.generator = _NoiseBlind()  # no sample spread: beta_SD must grow
+    module.on_validation_epoch_start()
+    module.validation_step(dict(batch, R=torch.tensor([3.5, 4.5])), 0)
+    module.on_validation_epoch_end()
+    assert module.beta_sd_table[1] > nominal
+    assert [module.beta_sd_table[i] for i in (0, 2, 3)] == [pytest.approx(nominal)] * 3
+    assert module.beta_sd_history[-1]["R_min"] == 3.0
+    assert module.beta_sd == module.beta_sd_table[2]  # the bin of the middle R = 5
+    # The table survives a checkpoint and ends up in the exported weights.
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    fresh, _ = _agnostic_module(mri_root)
+    fresh.on_load_checkpoint(checkpoint)
+    assert fresh.beta_sd_table == module.beta_sd_table
+    assert checkpoint["rcgan"]["beta_sd_by_R"][1] == {
+        "R_min": 3.0, "R_max": 5.0, "beta_sd": module.beta_sd_table[1]
+    }
+
+
+def test_fixed_r_keeps_a_single_beta_sd(mri_root):
+    module, batch = _module(mri_root)
+    assert module.r_bins == [] and module.beta_sd_by_R() == []
+    assert module.example_beta_sd(batch) == pytest.approx(losses.beta_sd_nominal(2))

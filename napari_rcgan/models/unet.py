@@ -85,6 +85,7 @@ class ResidualUNet(nn.Module):
         out_channels: output channels (16 for 8-coil MRI: real parts, then imaginary parts).
         base_width: channels of the first level; 128 in the paper.
         num_pool_layers: number of down/up-sampling levels; 4 in the paper.
+        code_channels: trailing input channels that hold the code vector (2 in the paper).
         input_skip: add the first ``out_channels`` input channels (the measurement) to the
             output, so the network learns a correction of the zero-filled image. Not in the paper
             (False reproduces the reference network); it speeds up short trainings.
@@ -99,6 +100,7 @@ class ResidualUNet(nn.Module):
         base_width: int = 128,
         num_pool_layers: int = 4,
         input_skip: bool = False,
+        code_channels: int = 2,
     ) -> None:
         super().__init__()
         if num_pool_layers < 1 or base_width < 2:
@@ -109,6 +111,7 @@ class ResidualUNet(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.input_skip = input_skip
+        self.code_channels = code_channels
         width = base_width
         self.down_sample_layers = nn.ModuleList(
             [ConvDownBlock(in_channels, width, batch_norm=False)]
@@ -141,3 +144,11 @@ class ResidualUNet(nn.Module):
             x = layer(x, skips.pop())
         output = self.conv2(x)
         return output + measurement if self.input_skip else output
+
+    def code_shape(self, height: int, width: int) -> tuple[int, ...]:
+        """Shape of one sample's code: ``code_channels`` standard-normal images ``(c, H, W)``."""
+        return (self.code_channels, height, width)
+
+    def sample(self, condition: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """Output for ``condition (B, in − c, H, W)`` and ``code (B, c, H, W)``."""
+        return self(torch.cat([condition, code.to(condition.dtype)], dim=1))

@@ -7,8 +7,9 @@ Typical use::
     result = sampler.sample(measurement, P=32, seed=0)
     result.stack.mean(8), result.stack.std(8)
 
-The code vector of sample ``i`` is drawn from a generator seeded by ``(seed, i)`` on the CPU, so a
-sample does not depend on the chunk size, the device or which other samples are drawn.
+The code of sample ``i`` (the UNet's noise channels, or CoModGAN's ``z`` and noise maps) is drawn
+from a generator seeded by ``(seed, i)`` on the CPU, so a sample does not depend on the chunk
+size, the device or which other samples are drawn.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from napari_rcgan.physics.fft import fft2c, ifft2c
 from napari_rcgan.physics.inpainting import validate_hole
 from napari_rcgan.physics.masks import SamplingMask, column_mask
 from napari_rcgan.stats import SampleStack
-from napari_rcgan.weights import NOISE_CHANNELS, Weights, load_weights
+from napari_rcgan.weights import Weights, load_weights
 
 MAX_SAMPLES = 512
 COIL_COMBINES = ("rss", "sense")
@@ -353,7 +354,7 @@ class PosteriorSampler:
 
     Args:
         weights: a :class:`Weights`, a path, a bundled name (``mri``, ``faces``) or
-            ``random:mri`` / ``random:inpainting``.
+            ``random:mri`` / ``random:inpainting`` / ``random:comodgan``.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device name.
     """
 
@@ -464,18 +465,23 @@ class PosteriorSampler:
     def _forward(
         self, network_input: torch.Tensor, seed: int, start: int, count: int
     ) -> torch.Tensor:
-        height, width = network_input.shape[-2:]
-        codes = torch.stack(
-            [code_vector(seed, start + i, (NOISE_CHANNELS, height, width)) for i in range(count)]
+        shape = self.generator.code_shape(*network_input.shape[-2:])
+        codes = self._on_device(
+            torch.stack([code_vector(seed, start + i, shape) for i in range(count)])
         )
-        batch = torch.cat([network_input.expand(count, -1, -1, -1), codes], dim=1).to(self.device)
-        if self._channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
+        condition = self._on_device(network_input.expand(count, -1, -1, -1))
         with torch.inference_mode():
             if self.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.bfloat16):
-                    return self.generator(batch).float()
-            return self.generator(batch)
+                    return self.generator.sample(condition, codes).float()
+            return self.generator.sample(condition, codes)
+
+    def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        """``tensor`` on the sampler's device, channels-last when it is an image batch."""
+        tensor = tensor.to(self.device)
+        if self._channels_last and tensor.ndim == 4:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
 
     def _check_finite(
         self,

@@ -3,8 +3,12 @@
 The metadata lives under the key ``"rcgan"`` of the safetensors header and describes the task,
 the architecture, the data the weights fit and how they were trained and measured. Weights are
 named by a path, by a bundled name (``mri``, ``faces``: files in ``napari_rcgan/weights/``) or by
-``random:mri`` / ``random:inpainting`` (a randomly initialised network, for trying the pipeline
-before trained weights exist).
+``random:mri`` / ``random:inpainting`` / ``random:comodgan`` (a randomly initialised network, for
+trying the pipeline before trained weights exist).
+
+Two generator architectures exist (metadata key ``"architecture"``): ``"unet"``, the residual UNet
+of the paper's MRI experiments (the default of files written before the key existed), and
+``"comodgan"``, the co-modulated generator of the paper's face experiment (inpainting only).
 """
 
 from __future__ import annotations
@@ -22,13 +26,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from napari_rcgan.errors import WeightsError
-from napari_rcgan.models import ResidualUNet
+from napari_rcgan.models import CoModGenerator, ResidualUNet
+from napari_rcgan.models.comodgan import MAX_RESOLUTION, MIN_RESOLUTION
 
 FORMAT_VERSION = 1
 METADATA_KEY = "rcgan"
 TASKS = ("mri", "inpainting")
 BUNDLED_DIR = Path(__file__).parent / "weights"
 NOISE_CHANNELS = 2
+ARCHITECTURES = ("unet", "comodgan")
+RANDOM_NAMES = ("mri", "inpainting", "comodgan")
+Generator = ResidualUNet | CoModGenerator
 
 
 MAX_IMAGE_SIDE = 16384
@@ -80,6 +88,13 @@ METADATA_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "base_width": (f"an integer from 2 to {MAX_BASE_WIDTH}", _integer(2, MAX_BASE_WIDTH)),
     "num_pool_layers": (f"an integer from 1 to {MAX_POOL_LAYERS}", _integer(1, MAX_POOL_LAYERS)),
     "input_skip": ("true or false", lambda value: isinstance(value, bool)),
+    "architecture": (
+        f"one of {ARCHITECTURES}", lambda value: isinstance(value, str) and value in ARCHITECTURES
+    ),
+    "latent_dim": (f"an integer from 1 to {MAX_BASE_WIDTH}", _integer(1, MAX_BASE_WIDTH)),
+    "mapping_layers": ("an integer from 1 to 16", _integer(1, 16)),
+    "channel_base": ("an integer from 1 to 65536", _integer(1, 65536)),
+    "channel_max": (f"an integer from 1 to {MAX_BASE_WIDTH}", _integer(1, MAX_BASE_WIDTH)),
     "masks": (
         "a list of mask names",
         lambda value: isinstance(value, list) and all(isinstance(item, str) for item in value),
@@ -131,9 +146,14 @@ class WeightsMetadata:
         image_size: ``[H, W]`` the generator was trained at.
         channels: image channels: virtual coils for MRI (the generator sees ``2·channels``), colour
             channels (3 or 1) for inpainting.
+        architecture: ``"unet"`` (residual UNet) or ``"comodgan"`` (co-modulated generator).
         base_width: generator width of the first UNet level (128 in the paper).
         num_pool_layers: UNet depth (4 in the paper).
         input_skip: the generator adds its measurement input to its output (not in the paper).
+        latent_dim: CoModGAN: size of the code ``z`` and the mapped code ``w`` (512).
+        mapping_layers: CoModGAN: dense layers of the mapping network (8).
+        channel_base, channel_max: CoModGAN width rule ``min(channel_base / 2**stage,
+            channel_max)`` (16384 and 512 in CoModGAN).
         masks: mask kinds the weights were trained with (MRI), e.g. ``["gro"]``.
         acceleration: ``[R_min, R_max]`` trained (MRI).
         beta_sd: SD-reward weight at the end of training (one value; for a table over R, the
@@ -153,9 +173,14 @@ class WeightsMetadata:
     task: str
     image_size: list[int]
     channels: int
+    architecture: str = "unet"
     base_width: int = 128
     num_pool_layers: int = 4
     input_skip: bool = False
+    latent_dim: int = 512
+    mapping_layers: int = 8
+    channel_base: int = 16384
+    channel_max: int = 512
     masks: list[str] = field(default_factory=list)
     acceleration: list[float] = field(default_factory=list)
     beta_sd: float | None = None
@@ -180,6 +205,19 @@ class WeightsMetadata:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    def describe_generator(self) -> str:
+        """One line naming the generator architecture and its size."""
+        if self.architecture == "comodgan":
+            return (
+                f"generator: CoModGAN (co-modulated StyleGAN2), latent {self.latent_dim}, "
+                f"{self.mapping_layers} mapping layers, widths min({self.channel_base}/2^stage, "
+                f"{self.channel_max})"
+            )
+        return (
+            f"generator: residual UNet, base width {self.base_width}, {self.num_pool_layers} levels"
+            + (", input skip" if self.input_skip else "")
+        )
 
     @classmethod
     def from_json(cls, text: str, source: str) -> WeightsMetadata:
@@ -221,10 +259,26 @@ class WeightsMetadata:
                     f"{source}: metadata {key} must be {expected}, found {values[key]!r}"
                 )
         smallest = min_image_size(self.num_pool_layers)
-        if min(self.image_size) < smallest:
+        if self.architecture == "unet" and min(self.image_size) < smallest:
             raise WeightsError(
                 f"{source}: metadata image_size {self.image_size} is smaller than the "
                 f"{smallest}x{smallest} a generator with {self.num_pool_layers} levels needs"
+            )
+        if self.architecture == "comodgan":
+            self._validate_comodgan(source)
+
+    def _validate_comodgan(self, source: str) -> None:
+        if self.task != "inpainting":
+            raise WeightsError(
+                f"{source}: architecture comodgan is an inpainting generator, but the task is "
+                f"{self.task!r}"
+            )
+        height, width = self.image_size
+        if height != width or height & (height - 1) or not MIN_RESOLUTION <= height <= MAX_RESOLUTION:
+            raise WeightsError(
+                f"{source}: architecture comodgan needs a square image whose side is a power of "
+                f"two from {MIN_RESOLUTION} to {MAX_RESOLUTION} (the StyleGAN blocks), found "
+                f"image_size {height}x{width}"
             )
 
     def describe(self) -> str:
@@ -237,8 +291,7 @@ class WeightsMetadata:
                 if self.task == "mri"
                 else f"colour channels: {self.channels}"
             ),
-            f"generator: residual UNet, base width {self.base_width}, {self.num_pool_layers} levels"
-            + (", input skip" if self.input_skip else ""),
+            self.describe_generator(),
         ]
         if self.masks:
             lines.append(f"masks: {', '.join(self.masks)}")
@@ -276,15 +329,24 @@ class Weights:
     state_dict: dict[str, torch.Tensor]
     source: str
 
-    def build_generator(self) -> ResidualUNet:
+    def build_generator(self) -> Generator:
         """Instantiate the generator and load the tensors (strictly: every key must match).
 
         The tensors' names and shapes are compared with the architecture (built on the ``meta``
         device, which allocates nothing) before the real network is built.
 
         Raises:
-            WeightsError: missing, unexpected or mis-shaped tensors, or NaN/Inf values.
+            WeightsError: tensors of the other architecture than the metadata's, missing,
+                unexpected or mis-shaped tensors, or NaN/Inf values.
         """
+        expected = self.metadata.architecture
+        found = tensor_architecture(self.state_dict)
+        if found is not None and found != expected:
+            raise WeightsError(
+                f"{self.source}: its metadata says architecture {expected!r} but the tensors are "
+                f"a {found} generator; expected {expected} tensors (re-export the weights, or "
+                f"correct the metadata's \"architecture\")"
+            )
         self.check_tensors()
         generator = build_generator(self.metadata)
         generator.load_state_dict(self.state_dict, strict=True)
@@ -315,14 +377,33 @@ class Weights:
                 raise WeightsError(f"{self.source}: tensor {key} holds NaN or Inf; the weights are corrupted")
 
 
-def build_generator(metadata: WeightsMetadata) -> ResidualUNet:
+def tensor_architecture(state_dict: dict[str, torch.Tensor]) -> str | None:
+    """The architecture a generator state dict belongs to (None when it is neither)."""
+    if any(key.startswith("mapping.") for key in state_dict):
+        return "comodgan"
+    if any(key.startswith("down_sample_layers.") for key in state_dict):
+        return "unet"
+    return None
+
+
+def build_generator(metadata: WeightsMetadata) -> Generator:
     """A freshly initialised generator with the architecture described by ``metadata``."""
+    if metadata.architecture == "comodgan":
+        return CoModGenerator(
+            channels=metadata.channels,
+            resolution=metadata.image_size[0],
+            latent_dim=metadata.latent_dim,
+            mapping_layers=metadata.mapping_layers,
+            channel_base=metadata.channel_base,
+            channel_max=metadata.channel_max,
+        )
     return ResidualUNet(
         metadata.in_channels,
         metadata.out_channels,
         metadata.base_width,
         metadata.num_pool_layers,
         metadata.input_skip,
+        NOISE_CHANNELS,
     )
 
 
@@ -397,13 +478,14 @@ def _existing_file(spec: str | os.PathLike) -> Path:
         names = ", ".join(sorted(bundled_weights())) or "none installed"
         raise WeightsError(
             f"{spec}: no such weights file, and not a bundled name (bundled: {names}; "
-            f"or random:mri, random:inpainting)"
+            f"or {', '.join('random:' + name for name in RANDOM_NAMES)})"
         )
     return path
 
 
 def random_metadata(task: str) -> WeightsMetadata:
-    """Metadata of the randomly initialised stand-in networks."""
+    """Metadata of the randomly initialised stand-in networks (``task`` is a name of
+    :data:`RANDOM_NAMES`: ``comodgan`` is a small 256×256 colour CoModGAN inpainter)."""
     if task == "mri":
         return WeightsMetadata(
             task="mri",
@@ -422,7 +504,19 @@ def random_metadata(task: str) -> WeightsMetadata:
             base_width=16,
             notes="random initialisation: the samples are not meaningful",
         )
-    raise WeightsError(f"random:{task}: unknown task; use random:mri or random:inpainting")
+    if task == "comodgan":
+        return WeightsMetadata(
+            task="inpainting",
+            image_size=[256, 256],
+            channels=3,
+            architecture="comodgan",
+            channel_base=2048,
+            channel_max=128,
+            notes="random initialisation: the samples are not meaningful",
+        )
+    raise WeightsError(
+        f"random:{task}: unknown name; use {', '.join('random:' + name for name in RANDOM_NAMES)}"
+    )
 
 
 def random_weights(task: str, seed: int = 0) -> Weights:

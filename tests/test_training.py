@@ -192,15 +192,18 @@ def test_reference_loss_variants_reach_the_generator_loss(mri_root):
 class _NoiseBlind(nn.Module):
     """A 'generator' that ignores the code vector: every sample equals the input."""
 
-    def forward(self, x):
-        return x[:, :16] * 1.0
+    def code_shape(self, height, width):
+        return (2, height, width)
+
+    def sample(self, condition, code):
+        return condition[:, :16] * 1.0
 
 
-class _NoiseOnly(nn.Module):
+class _NoiseOnly(_NoiseBlind):
     """A 'generator' dominated by the code vector: samples differ wildly."""
 
-    def forward(self, x):
-        return 50 * x[:, 16:17].expand(-1, 16, -1, -1)
+    def sample(self, condition, code):
+        return 50 * code[:, :1].expand(-1, 16, -1, -1)
 
 
 @pytest.mark.parametrize("generator, grows", [(_NoiseBlind(), True), (_NoiseOnly(), False)])

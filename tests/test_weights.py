@@ -64,7 +64,7 @@ def test_random_weights_are_deterministic():
     for key in first.state_dict:
         torch.testing.assert_close(first.state_dict[key], second.state_dict[key])
     assert random_weights("inpainting").metadata.in_channels == 3 + 1 + 2
-    with pytest.raises(WeightsError, match="random:mri or random:inpainting"):
+    with pytest.raises(WeightsError, match="random:mri, random:inpainting, random:comodgan"):
         random_weights("ct")
 
 

@@ -28,7 +28,8 @@ import yaml
 from training.losses import ADV_REDUCTIONS, SD_REWARDS
 
 TASKS = ("mri", "inpainting")
-METHODS = ("rcgan", "adler", "ohayon")
+METHODS = ("rcgan", "adler", "ohayon", "comodgan")
+ARCHITECTURES = ("unet", "comodgan")
 MASK_KINDS = ("gro", "equispaced", "random")
 HOLE_KINDS = ("center", "random")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -141,6 +142,9 @@ class ModelConfig:
     """Network sizes.
 
     Attributes:
+        architecture: ``unet`` (the residual UNet and its critic) or ``comodgan`` (the CoModGAN
+            generator and StyleGAN2 residual critic of the paper's face experiment; inpainting,
+            power-of-two image sizes 32..1024).
         base_width: generator (residual UNet) width of the first level (128 in the paper).
         num_pool_layers: generator depth (4 in the paper).
         input_skip: the generator learns a correction added to its measurement input (not in
@@ -148,13 +152,29 @@ class ModelConfig:
         critic_width: critic width of the first layer (32 in the reference).
         critic_num_down: critic pooling blocks (6 in the reference: 384 → 6);
             ``image_size`` must be divisible by ``2**critic_num_down``.
+        latent_dim: comodgan: size of ``z`` and ``w`` (512).
+        mapping_layers: comodgan: mapping-network depth (8).
+        channel_base, channel_max: comodgan width rule ``min(channel_base / 2**stage,
+            channel_max)`` for the generator and the critic (16384 and 512 in CoModGAN).
+        minibatch_sd: comodgan critic's minibatch standard-deviation layer; ``null``: on for
+            ``method: comodgan``, off otherwise (the paper's rcGAN drops it).
     """
 
+    architecture: str = "unet"
     base_width: int = 128
     num_pool_layers: int = 4
     input_skip: bool = False
     critic_width: int = 32
     critic_num_down: int = 6
+    latent_dim: int = 512
+    mapping_layers: int = 8
+    channel_base: int = 16384
+    channel_max: int = 512
+    minibatch_sd: bool | None = None
+
+    def critic_minibatch_sd(self, method: str) -> bool:
+        """Whether the comodgan critic gets the minibatch-SD layer under ``method``."""
+        return method == "comodgan" if self.minibatch_sd is None else self.minibatch_sd
 
 
 @dataclass
@@ -183,6 +203,10 @@ class TrainConfig:
             :func:`training.losses.sd_reward`.
         mu_sd: step μ_SD of eq. (23).
         l2_weight: weight of L_2,P for ``method: ohayon``.
+        r1_gamma: ``method: comodgan``: R1 penalty weight γ (the critic loss gets
+            ``γ/2·E||∇D(x)||²`` on real images; 10 in CoModGAN).
+        r1_interval: ``method: comodgan``: lazy R1, applied every N batches with weight
+            ``N·γ/2``, the critic's Adam lr and betas scaled by ``N/(N+1)`` (16 in CoModGAN).
         precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
         checkpoint_every_n_steps: also write ``last.ckpt`` every N iterations (0: only at
             epoch ends).
@@ -209,6 +233,8 @@ class TrainConfig:
     sd_reward: str = "paper"
     mu_sd: float = 0.02
     l2_weight: float = 1.0
+    r1_gamma: float = 10.0
+    r1_interval: int = 16
     precision: str = "32"
     checkpoint_every_n_steps: int = 1000
     keep_epoch_checkpoints: bool = False
@@ -436,6 +462,7 @@ def validate(config: Config) -> None:
         "train.critic_steps": train.critic_steps,
         "train.log_every_n_steps": train.log_every_n_steps,
         "train.val_every_n_epochs": train.val_every_n_epochs,
+        "train.r1_interval": train.r1_interval,
     }
     for key, value in positive_ints.items():
         if value < 1:
@@ -466,6 +493,7 @@ def validate(config: Config) -> None:
         "train.drift_weight": train.drift_weight,
         "train.mu_sd": train.mu_sd,
         "train.l2_weight": train.l2_weight,
+        "train.r1_gamma": train.r1_gamma,
     }
     if train.beta_sd is not None:
         weights["train.beta_sd"] = train.beta_sd
@@ -497,7 +525,13 @@ def validate(config: Config) -> None:
         fail("train.sd_reward", f"must be one of {', '.join(SD_REWARDS)}, got {train.sd_reward!r}")
 
     size = data.image_size
-    if size % 2**model.critic_num_down:
+    if model.architecture not in ARCHITECTURES:
+        fail("model.architecture", f"must be one of {', '.join(ARCHITECTURES)}, got {model.architecture!r}")
+    if model.architecture == "comodgan":
+        _validate_comodgan(config, fail)
+    elif config.method == "comodgan":
+        fail("method", "comodgan (the CoModGAN baseline) needs model.architecture: comodgan")
+    elif size % 2**model.critic_num_down:
         fail(
             "data.image_size",
             f"({size}) must be divisible by 2**model.critic_num_down = "
@@ -517,6 +551,24 @@ def validate(config: Config) -> None:
             fail("data.hole_size", f"({data.hole_size}) must be smaller than data.image_size ({size})")
         if data.val is None and not 0 < data.val_fraction < 1:
             fail("data.val_fraction", f"must be in (0, 1) when data.val is null, got {data.val_fraction}")
+
+
+def _validate_comodgan(config: Config, fail) -> None:
+    model, size = config.model, config.data.image_size
+    if config.task != "inpainting":
+        fail("model.architecture", f"comodgan is for task inpainting, got task {config.task!r}")
+    if size & (size - 1) or not 32 <= size <= 1024:
+        fail(
+            "data.image_size",
+            f"must be a power of two from 32 to 1024 for model.architecture comodgan (the "
+            f"StyleGAN blocks), got {size}",
+        )
+    if config.method == "adler":
+        fail("method", "adler needs the three-input critic of the unet architecture; use "
+             "rcgan, ohayon or comodgan with model.architecture comodgan")
+    for key in ("latent_dim", "mapping_layers", "channel_base", "channel_max"):
+        if getattr(model, key) < 1:
+            fail(f"model.{key}", f"must be at least 1, got {getattr(model, key)}")
 
 
 def _validate_mri(config: Config, fail) -> None:

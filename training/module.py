@@ -7,8 +7,14 @@ Per training batch (manual optimisation, critic first as in the reference implem
    eq. (5) with its penalties;
 2. generator: ``β_adv·L_adv + L_1,P − β_SD·L_SD,P`` with P = ``train.p_train`` samples per example
    (``rcgan``, eqs. 6–9); ``β_adv·L_adv + λ·L_2,P`` (``ohayon``, eq. 14); ``β_adv·L_adv^adler``
-   (``adler``, eq. 5). ``train.adv_reduction`` averages (paper) or sums (reference code) L_adv
-   over the batch; ``train.sd_reward`` picks eq. (9) or the reference's ``torch.std`` reward.
+   (``adler``, eq. 5); for the CoModGAN baseline (``comodgan``) the non-saturating logistic
+   loss alone, its critic trained with the logistic loss and lazy R1
+   (:mod:`training.comodgan_losses`). ``train.adv_reduction`` averages (paper) or sums
+   (reference code) L_adv over the batch; ``train.sd_reward`` picks eq. (9) or the reference's
+   ``torch.std`` reward.
+
+``model.architecture: comodgan`` swaps in the CoModGAN generator and StyleGAN2 residual critic
+(:mod:`napari_rcgan.models.comodgan`); the losses above are unchanged.
 
 Generator outputs are made data consistent before any loss, exactly as the plugin's sampler
 finishes them (:meth:`napari_rcgan.sampler.MRIMeasurement.finish`): un-normalise, replace the
@@ -33,10 +39,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from napari_rcgan.models import Critic
+from napari_rcgan.models import CoModCritic, Critic
 from napari_rcgan.physics import transforms
 from napari_rcgan.weights import NOISE_CHANNELS, WeightsMetadata, build_generator
-from training import losses
+from training import comodgan_losses, losses
 from training.config import ADV_SCHEDULE, Config, config_from_dict
 
 
@@ -48,6 +54,12 @@ def weights_metadata(config: Config, **extra: Any) -> WeightsMetadata:
     """The :class:`WeightsMetadata` describing the generator of ``config``."""
     data, model = config.data, config.model
     size = [data.image_size, data.image_size]
+    if model.architecture == "comodgan":
+        return WeightsMetadata(
+            task="inpainting", image_size=size, channels=data.channels, architecture="comodgan",
+            latent_dim=model.latent_dim, mapping_layers=model.mapping_layers,
+            channel_base=model.channel_base, channel_max=model.channel_max, **extra,
+        )
     if config.task == "mri":
         return WeightsMetadata(
             task="mri", image_size=size, channels=data.coils, base_width=model.base_width,
@@ -59,6 +71,20 @@ def weights_metadata(config: Config, **extra: Any) -> WeightsMetadata:
         task="inpainting", image_size=size, channels=data.channels, base_width=model.base_width,
         num_pool_layers=model.num_pool_layers, input_skip=model.input_skip, **extra,
     )
+
+
+def build_critic(config: Config, metadata: WeightsMetadata) -> Critic | CoModCritic:
+    """The critic of ``config``: the CoModGAN residual critic, or the reference critic on
+    ``[image(s), condition]`` channels."""
+    model, size = config.model, config.data.image_size
+    if model.architecture == "comodgan":
+        return CoModCritic(
+            metadata.channels, size, model.channel_base, model.channel_max,
+            minibatch_sd=model.critic_minibatch_sd(config.method),
+        )
+    condition = metadata.in_channels - NOISE_CHANNELS
+    images = metadata.out_channels * (2 if config.method == "adler" else 1)
+    return Critic(images + condition, (size, size), model.critic_width, model.critic_num_down)
 
 
 def _psnr(estimate: Tensor, reference: Tensor) -> Tensor:
@@ -85,12 +111,7 @@ class RcGANModule(L.LightningModule):
         cfg = self.config
         self.metadata = weights_metadata(cfg)
         self.generator = build_generator(self.metadata)
-        size = (cfg.data.image_size, cfg.data.image_size)
-        condition = self.metadata.in_channels - NOISE_CHANNELS
-        images = self.metadata.out_channels * (2 if cfg.method == "adler" else 1)
-        self.critic = Critic(
-            images + condition, size, cfg.model.critic_width, cfg.model.critic_num_down
-        )
+        self.critic = build_critic(cfg, self.metadata)
         self.beta_sd_nominal = losses.beta_sd_nominal(cfg.train.p_train)
         self.beta_sd = (
             self.beta_sd_nominal if cfg.train.beta_sd is None else float(cfg.train.beta_sd)
@@ -114,11 +135,11 @@ class RcGANModule(L.LightningModule):
         conditioning = batch["input"]
         size, height, width = conditioning.shape[0], *conditioning.shape[-2:]
         repeated = conditioning.repeat_interleave(count, dim=0)
-        noise = torch.randn(
-            size * count, NOISE_CHANNELS, height, width,
+        code = torch.randn(
+            size * count, *self.generator.code_shape(height, width),
             device=conditioning.device, dtype=conditioning.dtype,
         )
-        output = self.generator(torch.cat([repeated, noise], dim=1))
+        output = self.generator.sample(repeated, code)
         output = output.float().reshape(size, count, *output.shape[1:])
         return self.consistent(output, batch)
 
@@ -163,6 +184,8 @@ class RcGANModule(L.LightningModule):
     def critic_loss(self, batch: dict[str, Tensor]) -> Tensor:
         train = self.config.train
         target, condition = batch["target"], batch["input"]
+        if self.config.method == "comodgan":
+            return self.comodgan_critic_loss(batch)
         with torch.no_grad():
             fakes = self.generate(batch, 2 if self.config.method == "adler" else 1)
         if self.config.method == "adler":
@@ -179,9 +202,29 @@ class RcGANModule(L.LightningModule):
             + losses.drift_penalty(real_scores, train.drift_weight)
         )
 
+    def comodgan_critic_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logistic critic loss, plus ``r1_interval``·R1 on every ``r1_interval``-th batch."""
+        train = self.config.train
+        target, condition = batch["target"], batch["input"]
+        with torch.no_grad():
+            fake = self.generate(batch, 1)[:, 0]
+        loss = comodgan_losses.logistic_critic_loss(
+            self.critic(target, condition), self.critic(fake, condition)
+        )
+        if self.iteration % train.r1_interval == 0:
+            penalty = comodgan_losses.r1_penalty(self.critic, target, condition, train.r1_gamma)
+            loss = loss + train.r1_interval * penalty
+        return loss
+
     def generator_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         train = self.config.train
         target, condition = batch["target"], batch["input"]
+        if self.config.method == "comodgan":
+            fake = self.generate(batch, 1)[:, 0]
+            adversarial = comodgan_losses.nonsaturating_generator_loss(
+                self.critic(fake, condition)
+            )
+            return adversarial, {"adversarial": adversarial.detach()}
         samples = self.generate(batch, train.p_train)
         beta_adv = self.adversarial_weight()
         if self.config.method == "adler":
@@ -249,9 +292,13 @@ class RcGANModule(L.LightningModule):
         train = self.config.train
         betas = tuple(train.betas)
         generator = torch.optim.Adam(self.generator.parameters(), lr=train.lr, betas=betas)
-        critic = torch.optim.Adam(
-            self.critic.parameters(), lr=train.critic_lr or train.lr, betas=betas
-        )
+        critic_lr = train.critic_lr or train.lr
+        critic_betas = betas
+        if self.config.method == "comodgan":
+            critic_lr, critic_betas = comodgan_losses.lazy_adam_settings(
+                critic_lr, betas, train.r1_interval
+            )
+        critic = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, betas=critic_betas)
         return [generator, critic]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

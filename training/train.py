@@ -40,7 +40,14 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from napari_rcgan.errors import RcganError
 from napari_rcgan.io import atomic_output, remove_stale_temporaries
 from napari_rcgan.weights import load_weights
-from training.config import PRECISIONS, Config, ConfigError, check_data_paths, load_config
+from training.config import (
+    PRECISIONS,
+    Config,
+    ConfigError,
+    check_data_paths,
+    config_from_dict,
+    load_config,
+)
 from training.datasets import RcGANDataModule
 from training.module import RcGANModule, TrainingDiverged, weights_metadata
 
@@ -155,8 +162,10 @@ def prepare(args: argparse.Namespace) -> tuple[Config, Path]:
 
 
 ARCHITECTURE_KEYS = (
-    "task", "method", "data.image_size", "data.coils", "data.channels", "model.base_width",
-    "model.num_pool_layers", "model.input_skip", "model.critic_width", "model.critic_num_down",
+    "task", "method", "data.image_size", "data.coils", "data.channels", "model.architecture",
+    "model.base_width", "model.num_pool_layers", "model.input_skip", "model.critic_width",
+    "model.critic_num_down", "model.latent_dim", "model.mapping_layers", "model.channel_base",
+    "model.channel_max", "model.minibatch_sd",
 )
 
 
@@ -164,7 +173,7 @@ def check_resumable(checkpoint_path: Path, config: Config) -> None:
     """Refuse to resume a checkpoint whose networks the config would build differently."""
     try:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
-        saved = checkpoint["hyper_parameters"]["config"]
+        saved = config_from_dict(checkpoint["hyper_parameters"]["config"]).to_dict()
     except Exception as error:  # unreadable or not ours
         raise ConfigError(f"--resume: {checkpoint_path} is not a readable training checkpoint "
                           f"({error})") from error

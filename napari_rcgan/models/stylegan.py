@@ -8,7 +8,9 @@ StyleGAN", CVPR 2020), written for this project from the paper and its public de
   a strided convolution is preceded by the filter.
 * Modulated convolution: the weight is scaled per input channel by a style ``s`` (an affine
   function of the style vector, bias initialised to 1), then demodulated per output channel by
-  ``1/sqrt(Σ w² + 1e-8)``; computed for the whole batch as one grouped convolution.
+  ``1/sqrt(Σ w² + 1e-8)``. Computed as StyleGAN2's non-fused form, which is the same operation:
+  scale the input channels by ``s``, convolve with the shared weight, scale the output channels
+  by the demodulation factors (faster on CPUs than a per-example grouped convolution).
 * Noise injection: one channel of N(0, 1) noise per pixel times a learned scalar (initially 0).
 * Minibatch standard deviation: the SD over groups of examples, averaged over channels and
   pixels, appended as an extra feature map (critic only).
@@ -143,27 +145,18 @@ class ModulatedConv2d(nn.Module):
         self.up = up
         self.register_buffer("resample_kernel", fir_kernel(), persistent=False)
 
-    def modulated_weight(self, style: Tensor) -> Tensor:
-        """Per-example weights ``(B, out, in, k, k)``."""
-        scales = self.affine(style)  # (B, in)
-        weight = self.weight[None] * self.weight_gain * scales[:, None, :, None, None]
-        if self.demodulate:
-            weight = weight * torch.rsqrt(weight.square().sum(dim=(2, 3, 4), keepdim=True) + 1e-8)
-        return weight
-
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
-        weight = self.modulated_weight(style).to(x.dtype)
+        scales = self.affine(style)  # (B, in)
+        weight = self.weight * self.weight_gain
         if self.up:
             x = upsample2x(x, self.resample_kernel)
-        batch, in_channels, height, width = x.shape
-        out_channels, kernel = weight.shape[1], weight.shape[-1]
-        out = F.conv2d(
-            x.reshape(1, batch * in_channels, height, width),
-            weight.reshape(batch * out_channels, in_channels, kernel, kernel),
-            padding=kernel // 2,
-            groups=batch,
-        )
-        return out.reshape(batch, out_channels, height, width)
+        out = F.conv2d(x * scales[:, :, None, None].to(x.dtype), weight.to(x.dtype),
+                       padding=weight.shape[-1] // 2)
+        if self.demodulate:
+            # Σ_{in,k} (w·s)² per (example, output channel), without forming per-example weights.
+            energy = scales.square() @ weight.square().sum(dim=(2, 3)).t()  # (B, out)
+            out = out * torch.rsqrt(energy + 1e-8)[:, :, None, None].to(out.dtype)
+        return out
 
 
 class NoiseInjection(nn.Module):

@@ -202,7 +202,8 @@ def init_generator(config: Config, spec: str) -> dict[str, Any]:
         raise ConfigError(f"--init-generator: {error}") from error
     expected = weights_metadata(config)
     found = weights.metadata
-    for key in ("task", "image_size", "channels", "base_width", "num_pool_layers", "input_skip"):
+    for key in ("task", "image_size", "channels", "architecture", "base_width", "num_pool_layers",
+                "input_skip", "latent_dim", "mapping_layers", "channel_base", "channel_max"):
         if getattr(found, key) != getattr(expected, key):
             raise ConfigError(
                 f"--init-generator: {weights.source} has {key} = {getattr(found, key)!r} but "

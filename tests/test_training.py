@@ -344,3 +344,51 @@ def test_fixed_r_keeps_a_single_beta_sd(mri_root):
     module, batch = _module(mri_root)
     assert module.r_bins == [] and module.beta_sd_by_R() == []
     assert module.example_beta_sd(batch) == pytest.approx(losses.beta_sd_nominal(2))
+
+
+def _logged(out: Path, name: str) -> list[float]:
+    import csv
+
+    (metrics_file,) = sorted((out / "csv").glob("version_*/metrics.csv"))
+    with open(metrics_file) as handle:
+        return [float(row[name]) for row in csv.DictReader(handle) if row.get(name)]
+
+
+def test_validation_cfid_selects_best_checkpoint_that_exports(mri_root, tmp_path, feature_dir,
+                                                               monkeypatch, capsys):
+    monkeypatch.setenv("NAPARI_RCGAN_FEATURES", str(feature_dir))
+    train = {"val_cfid": True, "select": "cfid", "select_tolerance_db": 100.0, "epochs": 2}
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, train=train)
+    out = tmp_path / "run"
+    assert train_main(["--config", str(config), "--out", str(out), "--no-progress-bar"]) == 0
+    assert "best.ckpt is epoch" in capsys.readouterr().err
+    cfids = _logged(out, "val/cfid")
+    assert len(cfids) == 2 and all(math.isfinite(value) and value > 0 for value in cfids)
+    best = torch.load(out / "best.ckpt", weights_only=True)
+    assert best["rcgan"]["val_metrics"]["cfid"] == pytest.approx(min(cfids))
+    assert best["rcgan"]["val_metrics"]["within_tolerance"] == 1.0
+    assert best["epoch"] == cfids.index(min(cfids))
+    weights = tmp_path / "best.safetensors"
+    assert export_main([str(out / "best.ckpt"), str(weights)]) == 0
+    assert read_metadata(weights).metrics["cfid"] == pytest.approx(min(cfids))
+
+    # No epoch within a tolerance nobody meets: no best.ckpt, and the run says so.
+    (tmp_path / "strict").mkdir()
+    strict = _config_file(tmp_path / "strict", "smoke-mri.yaml", mri_root,
+                          train={**train, "select_tolerance_db": 1e-9, "epochs": 1})
+    assert train_main(["--config", str(strict), "--out", str(tmp_path / "strict-run"),
+                       "--no-progress-bar"]) == 0
+    assert "best.ckpt was not written" in capsys.readouterr().err
+    assert not (tmp_path / "strict-run" / "best.ckpt").exists()
+
+
+def test_cfid_selection_needs_validation_cfid_and_feature_weights(mri_root, tmp_path, monkeypatch,
+                                                                    capsys):
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, train={"select": "cfid"})
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "a")]) == 2
+    assert "train.select cfid needs train.val_cfid: true" in capsys.readouterr().err
+    monkeypatch.setenv("NAPARI_RCGAN_FEATURES", str(tmp_path / "empty"))
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, train={"val_cfid": True})
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "b"), "--no-progress-bar"]) == 2
+    assert "vgg16.safetensors: feature weights not found; run `napari-rcgan features prepare`" in (
+        capsys.readouterr().err)

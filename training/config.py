@@ -30,6 +30,7 @@ from training.losses import ADV_REDUCTIONS, SD_REWARDS
 TASKS = ("mri", "inpainting")
 METHODS = ("rcgan", "adler", "ohayon", "comodgan")
 ARCHITECTURES = ("unet", "comodgan")
+SELECTIONS = ("last", "cfid")
 MASK_KINDS = ("gro", "equispaced", "random")
 HOLE_KINDS = ("center", "random")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -214,6 +215,13 @@ class TrainConfig:
         log_every_n_steps: logging interval in iterations.
         val_every_n_epochs: validation (and β_SD update) interval.
         num_sanity_val_steps: validation batches run before training to catch errors early.
+        val_cfid: also compute the validation CFID each validation epoch (one draw per
+            example; VGG-16 embeddings for MRI, Inception for faces; needs the weights of
+            ``napari-rcgan features prepare``).
+        select: ``last`` (export ``last.ckpt``) or ``cfid``: keep ``best.ckpt`` = the epoch with
+            the lowest validation CFID among those whose [E1/E_Pval]dB is within
+            ``select_tolerance_db`` of the ideal 10·log10(2P/(P+1)) (the reference's selection).
+        select_tolerance_db: that tolerance (0.25 dB in the reference).
     """
 
     epochs: int = 100
@@ -241,6 +249,9 @@ class TrainConfig:
     log_every_n_steps: int = 50
     val_every_n_epochs: int = 1
     num_sanity_val_steps: int = 1
+    val_cfid: bool = False
+    select: str = "last"
+    select_tolerance_db: float = 0.25
 
 
 @dataclass
@@ -514,6 +525,12 @@ def validate(config: Config) -> None:
             fail(key, f"must be a positive number, got {value}")
     if len(train.betas) != 2 or not all(0 <= b < 1 for b in train.betas):
         fail("train.betas", f"must be two Adam betas in [0, 1), got {train.betas}")
+    if train.select not in SELECTIONS:
+        fail("train.select", f"must be one of {', '.join(SELECTIONS)}, got {train.select!r}")
+    if train.select == "cfid" and not train.val_cfid:
+        fail("train.select", "cfid needs train.val_cfid: true")
+    if not (math.isfinite(train.select_tolerance_db) and train.select_tolerance_db > 0):
+        fail("train.select_tolerance_db", f"must be a positive number, got {train.select_tolerance_db}")
     if train.precision not in PRECISIONS:
         fail("train.precision", f"must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
     if train.adv_reduction not in ADV_REDUCTIONS:

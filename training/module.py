@@ -22,7 +22,10 @@ k-space on the sampled lines by the measurement, normalise again. For inpainting
 are restored. Losses are computed on the normalised channels the generator produces.
 
 Once per validation epoch β_SD is updated by eq. (23) from Ê_1 and Ê_Pval (eqs. 21–22, P_val = 8,
-on the normalised channels, summed over the whole validation set and all DDP ranks). Its history,
+on the normalised channels, summed over the whole validation set and all DDP ranks). With
+``train.val_cfid`` the validation CFID of one draw per example is computed too (the reference's
+embeddings, :mod:`napari_rcgan.metrics`), and ``within_tolerance`` says whether [E1/E_Pval]dB is
+within ``train.select_tolerance_db`` of ideal (the reference's checkpoint selection). Its history,
 the latest validation metrics and the dataset description are stored in every checkpoint (key
 ``"rcgan"``) and end up in the exported weights. A NaN or infinite loss stops the run with
 :class:`TrainingDiverged` before the bad step is taken.
@@ -36,9 +39,12 @@ import time
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
+from napari_rcgan import metrics as paper_metrics
+from napari_rcgan.metrics import feature_weights
 from napari_rcgan.models import CoModCritic, Critic
 from napari_rcgan.physics import transforms
 from napari_rcgan.weights import NOISE_CHANNELS, WeightsMetadata, build_generator
@@ -125,6 +131,7 @@ class RcGANModule(L.LightningModule):
         self.val_metrics: dict[str, float] = {}
         self.batches_this_run = 0
         self._val_sums: Tensor | None = None
+        self._cfid_rows: list[Tensor] | None = None
         self.train_seconds_before = 0.0
         self._fit_started = time.monotonic()
 
@@ -334,6 +341,32 @@ class RcGANModule(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         self._val_sums = torch.zeros(7, dtype=torch.float64, device=self.device)
         self._val_bins = torch.zeros(len(self.r_bins), 3, dtype=torch.float64, device=self.device)
+        sanity = self._trainer is not None and self.trainer.sanity_checking
+        self._cfid_rows = [] if self.config.train.val_cfid and not sanity else None
+
+    def cfid_embeddings(self, generated: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """``(B, 3, D)`` float64 embeddings of (one draw, condition, truth) per example.
+
+        MRI: un-normalised coil images, SENSE with ESPIRiT maps of the measured (zero-filled)
+        k-space, VGG-16 (the reference recipe). Faces: images in [0, 1], Inception-v3.
+        """
+        device = str(self.device)
+        if self.config.task == "mri":
+            shape = (-1, 1, 1, 1)
+            mean = batch["mean"].float().reshape(shape)
+            std = batch["std"].float().reshape(shape)
+            coils = [transforms.channels_to_complex(channels.float() * std + mean)
+                     for channels in (generated, batch["input"], batch["target"])]
+            rows = [paper_metrics.mri_embeddings(
+                        torch.stack([images[i] for images in coils]),
+                        paper_metrics.reference_sense_maps(batch["kspace"][i]), device=device)
+                    for i in range(len(generated))]
+            return torch.from_numpy(np.stack(rows))
+        known = (~batch["hole"])[:, None].to(batch["image"].dtype)
+        images = torch.cat([((generated.float() + 1) / 2).clamp(0, 1), batch["image"] * known,
+                            batch["image"]])
+        features = paper_metrics.inception_features(images, device=device)
+        return torch.from_numpy(features.reshape(3, len(generated), -1).transpose(1, 0, 2).copy())
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         p_val = self.config.train.p_val
@@ -362,6 +395,8 @@ class RcGANModule(L.LightningModule):
             index = losses.r_bin_index(batch["R"].float(), self.r_bins)
             rows = torch.stack([e1_each, ep_each, torch.ones_like(e1_each)], dim=1)
             self._val_bins.index_add_(0, index.to(self._val_bins.device), rows)
+        if self._cfid_rows is not None:
+            self._cfid_rows.append(self.cfid_embeddings(samples[:, 0], batch))
 
     @staticmethod
     def _ssim(estimate: Tensor, reference: Tensor) -> Tensor:
@@ -407,6 +442,16 @@ class RcGANModule(L.LightningModule):
             f"apsd_{p_val}": float(sums[6]) / count,
             "examples": count,
         }
+        if self._cfid_rows:
+            rows = torch.cat(self._cfid_rows).to(self.device)
+            if self._trainer is not None and self.trainer.world_size > 1:
+                rows = self.all_gather(rows).flatten(0, 1)
+            rows = rows.cpu()
+            metrics["cfid"] = paper_metrics.cfid(rows[:, 0], rows[:, 1], rows[:, 2])
+            metrics["within_tolerance"] = float(
+                abs(ratio_db - metrics["target_ratio_db"]) <= self.config.train.select_tolerance_db
+            )
+        self._cfid_rows = None
         attached = self._trainer is not None
         if attached:
             for name, value in metrics.items():
@@ -467,6 +512,10 @@ class RcGANModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._fit_started = time.monotonic()
+        if self.config.train.val_cfid:
+            # Fail at the start, not after the first epoch, when the feature weights are missing.
+            needed = "vgg16.safetensors" if self.config.task == "mri" else "inception_tf.pt"
+            feature_weights.verified_path(needed)
 
     def hardware(self) -> str:
         """Where this run trains, e.g. ``"1 x cpu (x86_64, 2 cores)"`` or ``"4 x NVIDIA H200"``."""

@@ -15,9 +15,11 @@ Everything goes to ``--out``: ``last.ckpt`` (always the latest state: written at
 every ``train.checkpoint_every_n_steps`` iterations and at the end of the run, each time to a
 temporary file that is then renamed over it, so it is never half-written), optional
 ``epoch=NNN.ckpt`` snapshots, ``config.yaml``, TensorBoard logs (``tensorboard/``) and CSV
-metrics (``csv/``). ``--resume`` continues from ``last.ckpt`` (global step, epoch, optimizer
-states, β_SD and its history). Without ``--resume`` an ``--out`` that already holds a run is
-refused.
+metrics (``csv/``), and with ``train.select: cfid`` ``best.ckpt``: the epoch with the lowest
+validation CFID among those whose [E1/E_Pval]dB is within ``train.select_tolerance_db`` (0.25 dB)
+of ideal, as the reference code selects its weights. ``--resume`` continues from ``last.ckpt``
+(global step, epoch, optimizer states, β_SD and its history). Without ``--resume`` an ``--out``
+that already holds a run is refused.
 
 Exit status: 0 done, 1 training diverged (NaN/Inf loss), 2 bad configuration or data.
 """
@@ -25,6 +27,7 @@ Exit status: 0 done, 1 training diverged (NaN/Inf loss), 2 bad configuration or 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -52,6 +55,7 @@ from training.datasets import RcGANDataModule
 from training.module import RcGANModule, TrainingDiverged, weights_metadata
 
 LAST = "last.ckpt"
+BEST = "best.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -96,6 +100,31 @@ class LastCheckpoint(Callback):
     def on_train_end(self, trainer, pl_module) -> None:
         if trainer.global_step != self._saved_step:
             self._save(trainer)
+
+
+class BestCFIDCheckpoint(Callback):
+    """Keeps ``DIR/best.ckpt``: lowest validation CFID among epochs within the [E1/E_Pval]dB
+    tolerance (``val_metrics["within_tolerance"]``); the best value survives ``--resume``."""
+
+    def __init__(self, dirpath: Path) -> None:
+        self.dirpath = Path(dirpath)
+        self.best_cfid = math.inf
+        self.best_epoch: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: RcGANModule) -> None:
+        metrics = pl_module.val_metrics
+        if trainer.sanity_checking or "cfid" not in metrics or not metrics.get("within_tolerance"):
+            return
+        if metrics["cfid"] < self.best_cfid:
+            self.best_cfid, self.best_epoch = float(metrics["cfid"]), int(metrics["epoch"])
+            trainer.save_checkpoint(self.dirpath / BEST)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_cfid": self.best_cfid, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.best_cfid = float(state_dict.get("best_cfid", math.inf))
+        self.best_epoch = state_dict.get("best_epoch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,6 +261,8 @@ def build_trainer(config: Config, out: Path, args: argparse.Namespace) -> L.Trai
     callbacks: list[Callback] = [
         LastCheckpoint(out, train.checkpoint_every_n_steps, steps),
     ]
+    if train.select == "cfid":
+        callbacks.append(BestCFIDCheckpoint(out))
     if train.keep_epoch_checkpoints:
         callbacks.append(ModelCheckpoint(
             dirpath=out, filename="epoch={epoch:03d}", save_top_k=-1, every_n_epochs=1,
@@ -310,6 +341,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             "OUT.safetensors",
             file=sys.stderr,
         )
+        best = next((c for c in trainer.callbacks if isinstance(c, BestCFIDCheckpoint)), None)
+        if best is not None and best.best_epoch is not None:
+            print(f"training: {trainer.default_root_dir}/{BEST} is epoch {best.best_epoch} "
+                  f"(validation CFID {best.best_cfid:.4g})", file=sys.stderr)
+        elif best is not None:
+            print(f"training: no epoch had [E1/E_Pval]dB within {module.config.train.select_tolerance_db}"
+                  f" dB of ideal; {BEST} was not written", file=sys.stderr)
     return 0
 
 

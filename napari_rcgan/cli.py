@@ -54,8 +54,8 @@ def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--weights",
         default=None,
-        help="bundled name (mri, faces), a .safetensors path, or random:mri / random:inpainting "
-        "(default: mri for k-space, faces for images)",
+        help="bundled name (mri, faces), a .safetensors path, or random:mri / random:inpainting / "
+        "random:comodgan (default: mri for k-space, faces for images)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
     parser.add_argument("--chunk", type=int, default=None, help="samples per forward pass")

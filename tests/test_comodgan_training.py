@@ -210,12 +210,24 @@ def test_comodgan_metadata_must_be_inpainting():
         tiny_comodgan_metadata(task="mri", channels=8).validate("x.safetensors")
 
 
-def test_random_comodgan_weights_sample_256_colour():
+def test_cli_samples_and_describes_random_comodgan(tmp_path, capsys):
+    import h5py
+    from PIL import Image
+    from skimage.data import astronaut
+
+    from napari_rcgan.cli import main
+
     weights = random_weights("comodgan")
     assert weights.metadata.architecture == "comodgan" and weights.metadata.image_size == [256, 256]
-    sampler = PosteriorSampler(weights, device="cpu")
-    image = np.random.default_rng(1).random((256, 256, 3)).astype(np.float32)
-    hole = center_square_hole((256, 256), 128)
-    result = sampler.sample(sampler.measure_inpainting(image, hole), P=2, seed=0)
-    assert result.images.shape == (2, 3, 256, 256) and result.stack.mean(2).shape == (256, 256, 3)
-    assert torch.isfinite(result.images).all()
+    assert main(["info", "random:comodgan"]) in (0, None)
+    assert "CoModGAN" in capsys.readouterr().out
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(astronaut()[:256, 110:366]).save(photo)
+    out = tmp_path / "out.h5"
+    assert main(["sample", str(photo), "--P", "2", "--weights", "random:comodgan", "--device", "cpu",
+                 "--out", str(out)]) == 0
+    with h5py.File(out) as handle:
+        samples = handle["samples"][()]
+        hole = handle["mask"][()].astype(bool)
+    assert samples.shape == (2, 256, 256, 3) and hole.sum() == 128 * 128
+    assert np.isfinite(samples).all() and np.abs(samples[0][hole] - samples[1][hole]).mean() > 0

@@ -100,7 +100,7 @@ class Controls(QWidget):
 
     def _build(self) -> None:
         from napari_rcgan.sampler import COIL_COMBINES, available_devices
-        from napari_rcgan.weights import bundled_weights, read_metadata
+        from napari_rcgan.weights import RANDOM_NAMES, bundled_weights, read_metadata
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -162,7 +162,7 @@ class Controls(QWidget):
             self.weights_combo.setItemData(
                 self.weights_combo.count() - 1, description, Qt.ItemDataRole.ToolTipRole
             )
-        self.weights_combo.addItems(["random:mri", "random:inpainting"])
+        self.weights_combo.addItems([f"random:{name}" for name in RANDOM_NAMES])
         weights_row.addWidget(self.weights_combo, 1)
         self.browse_button = QPushButton("File…")
         self.browse_button.setToolTip("choose a .safetensors weights file")

@@ -122,15 +122,21 @@ class LPIPS(nn.Module):
         self.register_buffer("shift", _channel_vector(LPIPS_SHIFT))
         self.register_buffer("scale", _channel_vector(LPIPS_SCALE))
 
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images ``(N, 3, H, W)`` in [−1, 1] → the 5 channel-unit feature maps."""
+        return [_unit_channels(tap) for tap in self.trunk.stages((x - self.shift) / self.scale)]
+
+    def compare(self, features_x: list[torch.Tensor], features_y: list[torch.Tensor]) -> torch.Tensor:
+        """Distances ``(N,)`` between two :meth:`features` lists (batches of 1 broadcast, so one
+        reference's features serve a whole batch)."""
+        total = torch.zeros(())
+        for head, a, b in zip(self.heads, features_x, features_y):
+            total = total + F.conv2d((a - b) ** 2, head).mean(dim=(1, 2, 3))
+        return total
+
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Images ``(N, 3, H, W)`` in [−1, 1] → distances ``(N,)``."""
-        taps_x = self.trunk.stages((x - self.shift) / self.scale)
-        taps_y = self.trunk.stages((y - self.shift) / self.scale)
-        total = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        for head, a, b in zip(self.heads, taps_x, taps_y):
-            difference = (_unit_channels(a) - _unit_channels(b)) ** 2
-            total = total + F.conv2d(difference, head).mean(dim=(1, 2, 3))
-        return total
+        return self.compare(self.features(x), self.features(y))
 
 
 class DISTS(nn.Module):
@@ -145,16 +151,18 @@ class DISTS(nn.Module):
         self.register_buffer("mean", _channel_vector(IMAGENET_MEAN))
         self.register_buffer("std", _channel_vector(IMAGENET_STD))
 
-    def _features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images ``(N, 3, H, W)`` in [0, 1] → the image and the 5 L2-pooled VGG stages."""
         return [x, *self.trunk.stages((x - self.mean) / self.std)]
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Images ``(N, 3, H, W)`` in [0, 1] → distances ``(N,)``."""
+    def compare(self, features_x: list[torch.Tensor], features_y: list[torch.Tensor]) -> torch.Tensor:
+        """Distances ``(N,)`` between two :meth:`features` lists (batches of 1 broadcast, so one
+        reference's features serve a whole batch)."""
         total = self.alpha.sum() + self.beta.sum()
         alphas = torch.split(self.alpha / total, [3, 64, 128, 256, 512, 512])
         betas = torch.split(self.beta / total, [3, 64, 128, 256, 512, 512])
-        structure = texture = torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        for a, b, alpha, beta in zip(self._features(x), self._features(y), alphas, betas):
+        structure = texture = torch.zeros(())
+        for a, b, alpha, beta in zip(features_x, features_y, alphas, betas):
             mean_a, mean_b = a.mean(dim=(2, 3)), b.mean(dim=(2, 3))
             var_a = ((a - mean_a[..., None, None]) ** 2).mean(dim=(2, 3))
             var_b = ((b - mean_b[..., None, None]) ** 2).mean(dim=(2, 3))
@@ -164,6 +172,10 @@ class DISTS(nn.Module):
             structure = structure + (s1 * alpha).sum(dim=1)
             texture = texture + (s2 * beta).sum(dim=1)
         return 1 - (structure + texture)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Images ``(N, 3, H, W)`` in [0, 1] → distances ``(N,)``."""
+        return self.compare(self.features(x), self.features(y))
 
 
 class Inception(nn.Module):

@@ -68,6 +68,13 @@ def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="output .h5 file")
     parser.add_argument("--png", default=None, help="folder for a summary figure")
     parser.add_argument(
+        "--pd-figure",
+        default=None,
+        metavar="FIG.png",
+        help="write the perception-distortion plane and the PSNR/SSIM/LPIPS/DISTS-vs-P curves of "
+        "the P-average (needs a reference; without one: APSD and sharpness vs P)",
+    )
+    parser.add_argument(
         "--self-check",
         action="store_true",
         help="hold out measured k-space lines and check the samples against them (MRI): "
@@ -231,6 +238,8 @@ def run_sample_command(args: argparse.Namespace) -> RunResult:
     task = request.resolved_task
     if out.suffix.lower() not in (".h5", ".hdf5"):
         raise ParameterError(f"{out}: the output must be an .h5 file")
+    if args.pd_figure and Path(args.pd_figure).suffix.lower() != ".png":
+        raise ParameterError(f"--pd-figure {args.pd_figure}: the figure must be a .png file")
     session = Session()
     sampler = session.sampler(request.resolved_weights, request.device)
     uncertainty.check_options(
@@ -252,6 +261,14 @@ def run_sample_command(args: argparse.Namespace) -> RunResult:
 
             extra = Path(args.png) / name.replace(".png", "_uncertainty.png")
             print(f"wrote {write_uncertainty_figure(result, extra)}")
+    if args.pd_figure:
+        from napari_rcgan import perception
+
+        curves = perception.pd_curves(result.stack, result.reference)
+        figure = perception.write_pd_figure(curves, args.pd_figure, title=figure_title(result))
+        print(f"wrote {figure}")
+        for line in perception.summary_lines(curves):
+            print(line)
     return result
 
 

@@ -3,25 +3,12 @@ no-feature-weights and P = 1 paths, the zoom strip and the figure."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from napari_rcgan import metrics, perception, stats
 from napari_rcgan.errors import ParameterError
-from napari_rcgan.metrics import feature_weights
-
-
-@pytest.fixture(scope="session")
-def feature_dir():
-    folder = feature_weights.default_dir()
-    if not (folder / feature_weights.MANIFEST).is_file():
-        if os.environ.get("NAPARI_RCGAN_REQUIRE_FEATURES") == "1":
-            pytest.fail(f"{folder}: feature weights missing; CI must run `napari-rcgan features prepare`")
-        pytest.skip("feature weights not prepared (run `napari-rcgan features prepare`)")
-    return folder
 
 
 def _posterior(count: int = 6, size: int = 64) -> tuple[stats.SampleStack, np.ndarray, np.ndarray]:

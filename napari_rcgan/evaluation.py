@@ -152,7 +152,9 @@ def _perceptual_pair(task: str, estimate: np.ndarray, reference: np.ndarray) -> 
     return (min_max(pair) if task == "mri" else pair.clamp(0, 1)).numpy()
 
 
-def _timed(sampler: PosteriorSampler, measurement, P: int, seed: int) -> float:
+def time_sampling(sampler: PosteriorSampler, measurement, P: int, seed: int = 0) -> float:
+    """Wall time in ms of drawing ``P`` samples for ``measurement`` (the paper's "Time (P)"),
+    synchronising CUDA before and after."""
     if sampler.device.type == "cuda":
         torch.cuda.synchronize(sampler.device)
     started = time.perf_counter()
@@ -201,8 +203,8 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
             rows.append(_embeddings(task, measured, result.images[: max(test_P, fid_P)], options, device))
         if "time" in wanted:
             if number == 0:
-                _timed(sampler, measurement, TIME_P[task], seed)
-            times.append(_timed(sampler, measurement, TIME_P[task], seed))
+                time_sampling(sampler, measurement, TIME_P[task], seed)
+            times.append(time_sampling(sampler, measurement, TIME_P[task], seed))
     values = {
         "zero_filled_psnr": float(np.mean(zero_filled)),
         "psnr": {str(P): float(np.mean(psnr[P])) for P in counts},

@@ -90,7 +90,20 @@ def result_from_layers(layer_data: list[tuple[Any, dict[str, Any], str]]) -> Lay
         raise ParameterError(
             f"the selection holds {len(samples)} sample stacks; select the layers of one run"
         )
-    data, attributes, info = samples[0]
+    try:
+        return _gather(samples[0], tagged)
+    except ParameterError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ParameterError(
+            f"the '{LAYER_NAMES['samples']}' layer and its run's layers do not hold a readable "
+            f"Posterior sampler result ({error})"
+        ) from error
+
+
+def _gather(samples: tuple, tagged: list[tuple]) -> LayerResult:
+    """The run of the samples layer ``samples`` among the ``tagged`` layers."""
+    data, attributes, info = samples
     run = info.get("run")
     by_kind = {item[2]["kind"]: item for item in tagged if item[2].get("run") == run}
     stash = (attributes.get("metadata") or {}).get(ARRAYS_KEY) or {}
@@ -102,6 +115,11 @@ def result_from_layers(layer_data: list[tuple[Any, dict[str, Any], str]]) -> Lay
         return None if value is None else np.asarray(value, dtype=np.float32)
 
     stack = np.asarray(data, dtype=np.float32)
+    if stack.ndim not in (3, 4) or 0 in stack.shape:
+        raise ParameterError(
+            f"the '{LAYER_NAMES['samples']}' layer must be (P, H, W) or (P, H, W, 3), found "
+            f"shape {stack.shape}"
+        )
     drawn = len(stack)
     P = int(by_kind["mean"][2].get("P", drawn)) if "mean" in by_kind else drawn
     if not 1 <= P <= drawn:
@@ -121,11 +139,14 @@ def result_from_layers(layer_data: list[tuple[Any, dict[str, Any], str]]) -> Lay
         if kind not in RESULT_KINDS
     }
     record = record_from_info(stack, P, zero_filled, mask, array("reference"), merged, extras)
-    return LayerResult(
-        record=record,
-        scale=tuple(float(v) for v in attributes.get("scale", (1.0,) * stack.ndim)),
-        translate=tuple(float(v) for v in attributes.get("translate", (0.0,) * stack.ndim)),
-    )
+    scale = tuple(float(v) for v in attributes.get("scale", (1.0,) * stack.ndim))
+    translate = tuple(float(v) for v in attributes.get("translate", (0.0,) * stack.ndim))
+    if len(scale) < 3 or len(translate) < 3:
+        raise ParameterError(
+            f"the '{LAYER_NAMES['samples']}' layer's scale {scale} and translate {translate} "
+            "need (sample, row, column) values"
+        )
+    return LayerResult(record=record, scale=scale, translate=translate)
 
 
 def write_h5(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) -> list[str]:

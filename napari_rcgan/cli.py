@@ -18,7 +18,9 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -172,33 +174,84 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        if args.command == "sample":
-            run_sample_command(args)
-        elif args.command == "info":
-            print(_info(args.path))
-        elif args.command == "convert":
-            _convert(args)
-        elif args.command == "calibrate":
-            from napari_rcgan.calibration import run_calibrate_command
-
-            run_calibrate_command(args)
-        elif args.command == "evaluate":
-            from napari_rcgan.evaluation import run_evaluate_command
-
-            run_evaluate_command(args)
-        elif args.command == "features":
-            from napari_rcgan.metrics.feature_weights import run_features_command
-
-            run_features_command(args)
-        elif args.command == "demo":
-            run_demo_command(args)
-    except RcganError as error:
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        parser.exit(2, f"napari-rcgan: error: {message}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, "napari-rcgan: interrupted\n")
+    with one_line_warnings(parser.prog):
+        try:
+            _run_command(args)
+        except KeyboardInterrupt:
+            parser.exit(130, "napari-rcgan: interrupted\n")
+        except Exception as error:
+            message = boundary_message(error)
+            if message is None:
+                raise
+            parser.exit(2, f"napari-rcgan: error: {message}\n")
     return 0
+
+
+def _run_command(args: argparse.Namespace) -> None:
+    if args.command == "sample":
+        run_sample_command(args)
+    elif args.command == "info":
+        print(_info(args.path))
+    elif args.command == "convert":
+        _convert(args)
+    elif args.command == "calibrate":
+        from napari_rcgan.calibration import run_calibrate_command
+
+        run_calibrate_command(args)
+    elif args.command == "evaluate":
+        from napari_rcgan.evaluation import run_evaluate_command
+
+        run_evaluate_command(args)
+    elif args.command == "features":
+        from napari_rcgan.metrics.feature_weights import run_features_command
+
+        run_features_command(args)
+    elif args.command == "demo":
+        run_demo_command(args)
+
+
+def boundary_message(error: Exception) -> str | None:
+    """The one-line ``<file or option>: <problem>`` for an error a user can act on, else None.
+
+    The project's errors carry their message; OS errors (including h5py's and PIL's) are named
+    by their file; memory and device failures by what ran out or failed. Anything else is a bug
+    and keeps its traceback.
+    """
+    if isinstance(error, RcganError):
+        text = str(error).strip()
+        return text.splitlines()[0] if text else type(error).__name__
+    if isinstance(error, OSError):
+        from napari_rcgan.io import os_error_reason
+
+        return f"{error.filename or 'input/output'}: {os_error_reason(error)}"
+    if isinstance(error, MemoryError):
+        return f"memory: not enough to finish ({error or 'MemoryError'})"
+    if isinstance(error, RuntimeError) and _is_device_failure(error):
+        return f"device: {str(error).strip().splitlines()[0]}"
+    return None
+
+
+def _is_device_failure(error: RuntimeError) -> bool:
+    """CUDA/MPS failures at run time (out of memory at one sample, a lost device)."""
+    text = str(error)
+    return type(error).__name__ == "OutOfMemoryError" or text.startswith(("CUDA", "MPS"))
+
+
+@contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Inside: every warning shown is one ``PROG: warning: <first line>`` line on stderr.
+
+    Python's default shows a warning as two lines (the source location, then the source line);
+    on a command line that buries the one error line a failing run ends with.
+    """
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message).strip().splitlines()
+        print(f"{prog}: warning: {text[0] if text else category.__name__}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def request_from_args(args: argparse.Namespace) -> SamplingRequest:
@@ -228,9 +281,10 @@ def request_from_args(args: argparse.Namespace) -> SamplingRequest:
 
 
 def run_sample_command(args: argparse.Namespace) -> RunResult:
-    """``napari-rcgan sample``: validate, sample, then write OUT.h5 (and the PNG)."""
+    """``napari-rcgan sample``: validate, sample, then write OUT.h5 and the PNGs together."""
     from napari_rcgan import uncertainty
-    from napari_rcgan.pipeline import figure_title, write_figure, write_result
+    from napari_rcgan.io import check_output_path
+    from napari_rcgan.pipeline import figure_title, render_figure, write_outputs
     from napari_rcgan.session import Session
 
     out = Path(args.out)
@@ -240,33 +294,41 @@ def run_sample_command(args: argparse.Namespace) -> RunResult:
         raise ParameterError(f"{out}: the output must be an .h5 file")
     if args.pd_figure and Path(args.pd_figure).suffix.lower() != ".png":
         raise ParameterError(f"--pd-figure {args.pd_figure}: the figure must be a .png file")
+    figure = extra = None
+    if args.png:
+        stem = Path(args.input).stem
+        name = (f"{stem}_slice{args.slice}_R{args.R:g}_P{args.P}.png" if task == "mri"
+                else f"{stem}_P{args.P}.png")
+        figure = check_output_path(Path(args.png) / name)
+        extra = check_output_path(Path(args.png) / name.replace(".png", "_uncertainty.png"))
+    check_output_path(out)
+    pd_figure = check_output_path(args.pd_figure) if args.pd_figure else None
     session = Session()
     sampler = session.sampler(request.resolved_weights, request.device)
     uncertainty.check_options(
         dict(request.options), sampler, session.measure(request, sampler), request.P
     )
     result = session.run(request)
-    write_result(result, out)
-    print(f"wrote {out} ({result.drawn} samples, {result.timings['total_s']:.1f} s)")
-    for line in uncertainty.summary_lines(result):
-        print(line)
-    if args.png:
-        stem = Path(args.input).stem
-        name = (f"{stem}_slice{args.slice}_R{args.R:g}_P{args.P}.png" if task == "mri"
-                else f"{stem}_P{args.P}.png")
-        figure = write_figure(result, Path(args.png) / name, title=figure_title(result))
-        print(f"wrote {figure}")
+    figures = {}
+    if figure is not None:
+        figures[figure] = render_figure(result, figure_title(result))
         if uncertainty.has_outputs(result):
-            from napari_rcgan.uncertainty_figure import write_uncertainty_figure
+            from napari_rcgan.uncertainty_figure import render_uncertainty_figure
 
-            extra = Path(args.png) / name.replace(".png", "_uncertainty.png")
-            print(f"wrote {write_uncertainty_figure(result, extra)}")
-    if args.pd_figure:
+            figures[extra] = render_uncertainty_figure(result)
+    curves = None
+    if pd_figure is not None:
         from napari_rcgan import perception
 
         curves = perception.pd_curves(result.stack, result.reference)
-        figure = perception.write_pd_figure(curves, args.pd_figure, title=figure_title(result))
-        print(f"wrote {figure}")
+        figures[pd_figure] = perception.render_pd_figure(curves, title=figure_title(result))
+    write_outputs(result, out, figures)
+    print(f"wrote {out} ({result.drawn} samples, {result.timings['total_s']:.1f} s)")
+    for line in uncertainty.summary_lines(result):
+        print(line)
+    for path in figures:
+        print(f"wrote {path}")
+    if curves is not None:
         for line in perception.summary_lines(curves):
             print(line)
     return result
@@ -294,7 +356,8 @@ def demo_weights(task: str, requested: str | None) -> str:
 def run_headless_demo(args: argparse.Namespace) -> list[Path]:
     """Sample the bundled brain and face examples and write their figures to ``args.out``."""
     from napari_rcgan.bundled import sample_data_dir
-    from napari_rcgan.pipeline import figure_title, write_figure, write_result
+    from napari_rcgan.io import check_output_folder
+    from napari_rcgan.pipeline import figure_title, render_figure, write_outputs
     from napari_rcgan.session import SamplingRequest, Session
 
     folder = sample_data_dir()
@@ -303,6 +366,7 @@ def run_headless_demo(args: argparse.Namespace) -> list[Path]:
     if not brains and not faces:
         raise InputFileError(f"{folder}: no sample data found (brain*.h5, face*.png)")
     out = Path(args.out)
+    check_output_folder(out)
     session = Session()
     written = []
     jobs = [(path, "mri") for path in brains[:1]] + [(path, "inpainting") for path in faces[:1]]
@@ -312,8 +376,8 @@ def run_headless_demo(args: argparse.Namespace) -> list[Path]:
                                   R=args.R)
         result = session.run(request)
         stem = f"{path.stem}_R{args.R:g}_P{args.P}" if task == "mri" else f"{path.stem}_P{args.P}"
-        write_result(result, out / f"{stem}.h5")
-        figure = write_figure(result, out / f"{stem}.png", title=figure_title(result))
+        figure = out / f"{stem}.png"
+        write_outputs(result, out / f"{stem}.h5", {figure: render_figure(result, figure_title(result))})
         print(f"wrote {figure} ({result.timings['total_s']:.1f} s)")
         written.append(figure)
     return written
@@ -356,12 +420,14 @@ def _info(spec: str) -> str:
 
 
 def _convert(args: argparse.Namespace) -> None:
+    from napari_rcgan.io import check_output_path
     from napari_rcgan.models.reference_import import reference_generator_weights
     from napari_rcgan.weights import save_weights
 
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise ParameterError(f"{out}: the output must end in .safetensors")
+    check_output_path(out)
     imported = reference_generator_weights(args.checkpoint, args.image_size)
     save_weights(out, imported.state_dict, imported.metadata)
     print(f"wrote {out}\n{imported.metadata.describe()}")

@@ -41,7 +41,13 @@ from scipy.stats import spearmanr
 
 from napari_rcgan import stats
 from napari_rcgan.errors import InputFileError, ParameterError, WeightsError
-from napari_rcgan.io import FastMRIFile, atomic_output, is_image_candidate, read_image
+from napari_rcgan.io import (
+    FastMRIFile,
+    atomic_output,
+    check_output_path,
+    is_image_candidate,
+    read_image,
+)
 from napari_rcgan.metrics_cli import (
     CFID_P,
     DEFAULT_METRICS,
@@ -343,7 +349,7 @@ def options_from_args(args: argparse.Namespace, task: str) -> EvaluationOptions:
 
 def run_evaluate_command(args: argparse.Namespace) -> dict:
     """``napari-rcgan evaluate``: write the metrics JSON atomically and print a table."""
-    out = Path(args.out)
+    out = check_output_path(args.out)
     parse_metrics(args.metrics)
     sampler = PosteriorSampler(args.weights, device=args.device)
     if args.task and sampler.metadata.task != args.task:

@@ -178,13 +178,14 @@ def _reference_dataset(handle: h5py.File, path: Path, num_slices: int) -> h5py.D
     return reference
 
 
-def os_error_reason(error: OSError) -> str:
+def os_error_reason(error: Exception) -> str:
     """A short reason for an OS or HDF5 error: ``No space left on device``, ``Is a directory``.
 
-    h5py raises ``OSError`` with the C library's errno inside its message; PIL and the standard
-    library set ``errno``. Without either, the first line of the message.
+    h5py raises ``OSError`` (or, when closing a file fails, ``RuntimeError``) with the C
+    library's errno inside its message; PIL and the standard library set ``errno``. Without
+    either, the first line of the message.
     """
-    code = error.errno
+    code = getattr(error, "errno", None)
     if code is None:
         match = re.search(r"errno = (\d+)", str(error))
         code = int(match.group(1)) if match else None
@@ -326,10 +327,31 @@ def check_output_path(path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.is_dir():
         raise OutputFileError(f"{path}: is a folder; give a file name")
-    parent = next((folder for folder in path.parents if folder.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise OutputFileError(f"{path}: {parent} is a file, not a folder")
+    blocker = _file_in_the_way(path.parent)
+    if blocker is not None:
+        raise OutputFileError(f"{path}: {blocker} is a file, not a folder")
     return path
+
+
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Refuse an output folder that is, or lies below, a regular file.
+
+    Raises:
+        OutputFileError: naming ``folder`` and the reason.
+    """
+    folder = Path(folder)
+    blocker = _file_in_the_way(folder)
+    if blocker == folder:
+        raise OutputFileError(f"{folder}: is a file, not a folder")
+    if blocker is not None:
+        raise OutputFileError(f"{folder}: {blocker} is a file, not a folder")
+    return folder
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing one of ``folder`` and its parents, when it is not a folder."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), None)
+    return existing if existing is not None and not existing.is_dir() else None
 
 
 @contextmanager
@@ -365,13 +387,21 @@ def atomic_outputs(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
             temporaries.append(_temporary_beside(path))
         yield list(temporaries)
         _commit(paths, temporaries)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        if not isinstance(error, OSError) and not _is_write_failure(error):
+            raise
         raise OutputFileError(
             f"{_failed_path(error, paths, temporaries)}: cannot be written ({os_error_reason(error)})"
         ) from error
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)
+
+
+def _is_write_failure(error: RuntimeError) -> bool:
+    """h5py (closing a file) and torch.save report failed writes as ``RuntimeError``."""
+    text = str(error)
+    return "errno =" in text or "write failed" in text or "failed writing" in text
 
 
 STALE_PATTERN = ".*.tmp"
@@ -417,12 +447,12 @@ def _backup(path: Path) -> Path | None:
     return backup
 
 
-def _failed_path(error: OSError, paths: list[Path], temporaries: list[Path]) -> Path:
+def _failed_path(error: Exception, paths: list[Path], temporaries: list[Path]) -> Path:
     """The output an OS error is about: the one whose temporary could not be made, the one the
     error names, else the first."""
     if len(temporaries) < len(paths):
         return paths[len(temporaries)]
-    names = {str(error.filename), str(getattr(error, "filename2", None))}
+    names = {str(getattr(error, "filename", None)), str(getattr(error, "filename2", None))}
     for path, temporary in zip(paths, temporaries):
         if str(temporary) in names or str(path) in names or str(temporary) in str(error):
             return path
@@ -446,9 +476,16 @@ def write_result_h5(
     """Write float32 datasets and attributes to ``path`` atomically (the ``sample`` schema)."""
     path = Path(path)
     with atomic_output(path) as temporary:
-        with h5py.File(temporary, "w") as handle:
-            for name, array in datasets.items():
-                handle.create_dataset(name, data=np.asarray(array, dtype=np.float32))
-            for key, value in attrs.items():
-                handle.attrs[key] = value
+        fill_result_h5(temporary, datasets, attrs)
     return path
+
+
+def fill_result_h5(
+    target: str | os.PathLike, datasets: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
+) -> None:
+    """Write the result schema into ``target`` (a temporary of :func:`atomic_outputs`)."""
+    with h5py.File(target, "w") as handle:
+        for name, array in datasets.items():
+            handle.create_dataset(name, data=np.asarray(array, dtype=np.float32))
+        for key, value in attrs.items():
+            handle.attrs[key] = value

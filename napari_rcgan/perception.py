@@ -30,11 +30,15 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_rcgan import stats
 from napari_rcgan.errors import ParameterError, WeightsError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DISTORTIONS = ("psnr", "mse")
 """Distortion axes of the plane (PSNR: higher is better; MSE: lower is better)."""
@@ -458,13 +462,23 @@ class PDPlot:
 
 def write_pd_figure(curves: PDCurves, path: str | os.PathLike, title: str = "",
                     distortion: str = "psnr", perception: str = "dists") -> Path:
-    """A PNG of the plane and the four curves (atomically written)."""
+    """:func:`render_pd_figure` as a PNG (atomically written)."""
+    from napari_rcgan.io import atomic_output
+
+    figure = render_pd_figure(curves, title, distortion, perception)
+    path = Path(path)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, format="png")
+    return path
+
+
+def render_pd_figure(curves: PDCurves, title: str = "", distortion: str = "psnr",
+                     perception: str = "dists") -> Figure:
+    """The plane and the four curves, drawn but not saved (``sample --pd-figure``)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
-
-    from napari_rcgan.io import atomic_output
 
     wide = curves.has_reference
     figure = Figure(figsize=(11.0, 5.2) if wide else (8.0, 3.4), dpi=110)
@@ -472,7 +486,4 @@ def write_pd_figure(curves: PDCurves, path: str | os.PathLike, title: str = "",
     if title:
         figure.suptitle(title, fontsize=9)
         figure.tight_layout(rect=(0, 0.03 * (1 + len(curves.notes)) if curves.notes else 0, 1, 0.95))
-    path = Path(path)
-    with atomic_output(path) as temporary:
-        figure.savefig(temporary, format="png")
-    return path
+    return figure

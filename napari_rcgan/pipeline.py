@@ -8,18 +8,53 @@ No napari, no Qt, no command-line parsing: the CLI (:mod:`napari_rcgan.cli`) cal
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from napari_rcgan import stats
-from napari_rcgan.io import atomic_output, write_result_h5
+from napari_rcgan.io import atomic_outputs, fill_result_h5
 from napari_rcgan.schema import LAYER_NAMES, ResultRecord
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+FIGURE_DPI = 110
 
 
 def write_result(result: ResultRecord, path: str | os.PathLike, P: int | None = None) -> Path:
     """Write the datasets and attributes of the first ``P`` samples to ``path`` atomically."""
-    return write_result_h5(path, result.datasets(P), result.attrs(P))
+    return write_outputs(result, path, P=P)[0]
+
+
+def write_outputs(
+    result: ResultRecord,
+    path: str | os.PathLike,
+    figures: Mapping[Path, Figure] | None = None,
+    P: int | None = None,
+) -> list[Path]:
+    """The ``.h5`` result (first ``P`` samples) and its drawn ``figures``, committed together.
+
+    All files are written to temporaries and renamed into place together, so a failure (a folder
+    in the way, a full or read-only disk) leaves none of them, and existing files untouched. The
+    figures are closed in any case.
+
+    Raises:
+        OutputFileError: naming the output that cannot be written.
+    """
+    figures = dict(figures or {})
+    paths = [Path(path), *map(Path, figures)]
+    try:
+        with atomic_outputs(paths) as temporaries:
+            fill_result_h5(temporaries[0], result.datasets(P), result.attrs(P))
+            for figure, temporary in zip(figures.values(), temporaries[1:]):
+                figure.savefig(temporary, dpi=FIGURE_DPI, format="png")
+    finally:
+        for figure in figures.values():
+            _close(figure)
+    return paths
 
 
 def figure_title(result: ResultRecord) -> str:
@@ -36,8 +71,15 @@ def figure_title(result: ResultRecord) -> str:
     return text
 
 
-def write_figure(result: ResultRecord, path: str | os.PathLike, title: str = "") -> Path:
-    """One PNG: reference, zero-filled, two samples, mean, error, SD (atomically written)."""
+def _close(figure: Figure) -> None:
+    import matplotlib.pyplot as plt
+
+    plt.close(figure)
+
+
+def render_figure(result: ResultRecord, title: str = "") -> Figure:
+    """One figure: reference, zero-filled, two samples, mean, error, SD (saved by
+    :func:`write_outputs`)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -69,8 +111,4 @@ def write_figure(result: ResultRecord, path: str | os.PathLike, title: str = "")
     if title:
         figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-    return path
+    return figure

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from napari_rcgan.io import atomic_output
 from napari_rcgan.schema import ResultRecord
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def write_uncertainty_figure(result: ResultRecord, path: str | os.PathLike) -> Path:
-    """One PNG with a panel per product present (atomically written).
+
+def render_uncertainty_figure(result: ResultRecord) -> Figure:
+    """A figure with a panel per product present (``sample --png``'s ``*_uncertainty.png``).
 
     Panels: the P-average (with the ROI rectangle), the 90 % interval half-width and the pixels
     where the reference lies outside the interval, the first principal components (signed, with
@@ -66,11 +67,7 @@ def write_uncertainty_figure(result: ResultRecord, path: str | os.PathLike) -> P
     if "selfcheck_message" in attrs:
         figure.suptitle(_wrap(attrs["selfcheck_message"], 140), fontsize=8)
     figure.tight_layout()
-    path = Path(path)
-    with atomic_output(path) as temporary:
-        figure.savefig(temporary, dpi=110, format="png")
-    plt.close(figure)
-    return path
+    return figure
 
 
 def _roi_histogram(axis, values: np.ndarray, attrs: dict) -> None:

@@ -500,3 +500,113 @@ def test_resume_removes_stale_temporary_checkpoints(tmp_path):
                                        "--data-root", str(root), "--resume"]))
     assert not stale.exists()
     assert (run / "last.ckpt").is_file()
+
+
+# ------------------------------------------------------------------------------------------------
+# all outputs of one run, or none
+
+
+@pytest.mark.parametrize("case", ["png is a file", "png folder not writable"])
+def test_failing_png_leaves_no_h5_and_keeps_the_old_one(case, small_fastmri_file, mri_weights_64, out,
+                                                        monkeypatch, capsys):
+    png = out.parent / "figures"
+    if case == "png is a file":
+        png.write_bytes(b"a file where the figure folder should be")
+    else:
+        png.mkdir()
+        make_temporary = tempfile.mkstemp
+
+        def refuse_in_png(*args, **kwargs):
+            if Path(kwargs.get("dir", "")) == png:
+                raise PermissionError(errno.EACCES, "Permission denied", str(png))
+            return make_temporary(*args, **kwargs)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse_in_png)
+    figure = png / "file_brain_AXT2_sim_small_slice0_R8_P2.png"
+    for target in (out, out.parent / "fresh.h5"):
+        argv = sample_argv(small_fastmri_file, mri_weights_64, target, "--png", png)
+        fails_cleanly(argv, capsys, out.parent, figure)
+    assert not (out.parent / "fresh.h5").exists()
+
+
+def test_headless_demo_into_a_file_fails_before_sampling(tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_bytes(SENTINEL)
+    problem = fails_cleanly(["demo", "--headless", "--out", target, "--P", "1", "--device", "cpu"],
+                            capsys, tmp_path, target)
+    assert "is a file, not a folder" in problem
+
+
+def test_disk_full_during_sample_is_one_error_line_and_leaves_nothing(small_fastmri_file,
+                                                                      mri_weights_64, out):
+    """A real write failure: the process may write at most 64 KiB per file (RLIMIT_FSIZE)."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+
+    before = _listing(out.parent)
+    argv = [str(item) for item in sample_argv(small_fastmri_file, mri_weights_64, out, "--P", "8")]
+    completed = subprocess.run([sys.executable, "-m", "napari_rcgan.cli", *argv], capture_output=True,
+                               text=True, timeout=300, preexec_fn=limit_file_size)
+    assert completed.returncode == 2, completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert completed.stderr.splitlines()[-1] == f"{PREFIX}{out}: cannot be written (File too large)"
+    assert _listing(out.parent) == before
+
+
+def test_warnings_are_one_line_each_and_the_error_line_is_last(small_fastmri_file, mri_weights_64,
+                                                               tmp_path):
+    """evaluate with P=1 warns (constant SD: Spearman undefined) for R=4, then fails on R=1000."""
+    import subprocess
+    import sys
+
+    argv = ["evaluate", "--weights", mri_weights_64, "--data", small_fastmri_file.parent, "--device",
+            "cpu", "--R", "4", "1000", "--P", "1", "--max-slices", "1", "--out", tmp_path / "m.json"]
+    completed = subprocess.run([sys.executable, "-W", "default", "-m", "napari_rcgan.cli",
+                                *map(str, argv)], capture_output=True, text=True, timeout=300)
+    lines = completed.stderr.splitlines()
+    assert completed.returncode == 2
+    assert any(line.startswith("napari-rcgan: warning: ") for line in lines), completed.stderr
+    assert all(line.startswith(("napari-rcgan: warning: ", PREFIX)) for line in lines), completed.stderr
+    assert lines[-1].startswith(PREFIX) and "R=1000" in lines[-1]
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------------------------------
+# the napari writers
+
+
+def _samples_layer(samples, **attributes):
+    info = {"kind": "samples", "run": 1, "task": "mri", "seed": 0}
+    arrays = {"zero_filled": np.ones((8, 8), np.float32), "mask": np.ones((8, 8), np.float32)}
+    metadata = {"rcgan": info | attributes.pop("info", {}), "rcgan_arrays": arrays}
+    return [(samples, {"name": "rcgan samples", "metadata": metadata, **attributes}, "image")]
+
+
+def test_writers_raise_only_project_errors(tmp_path):
+    from napari_rcgan._writer import write_h5, write_nifti
+
+    good = np.random.default_rng(0).random((2, 8, 8)).astype(np.float32)
+    (tmp_path / "folder.h5").mkdir()
+    (tmp_path / "folder.nii.gz").mkdir()
+    with pytest.raises(OutputFileError, match="is a folder"):
+        write_h5(str(tmp_path / "folder.h5"), _samples_layer(good))
+    with pytest.raises(OutputFileError, match="is a folder"):
+        write_nifti(str(tmp_path / "folder.nii.gz"), _samples_layer(good))
+    malformed = [
+        _samples_layer(np.zeros((8, 8), np.float32)),
+        _samples_layer(np.array(["a", "b"])),
+        _samples_layer(good, info={"seed": "not a number"}),
+        _samples_layer(good, info={"R": [1, 2]}),
+        _samples_layer(good, scale=(1.0,)),
+    ]
+    for layers in malformed:
+        for writer, name in ((write_h5, "x.h5"), (write_nifti, "x.nii.gz")):
+            with pytest.raises(ParameterError):
+                writer(str(tmp_path / name), layers)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["folder.h5", "folder.nii.gz"]

@@ -40,6 +40,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from napari_rcgan.cli import one_line_warnings
 from napari_rcgan.errors import RcganError
 from napari_rcgan.io import atomic_output, remove_stale_temporaries
 from napari_rcgan.weights import load_weights
@@ -322,7 +323,8 @@ def run(argv: Sequence[str] | None = None) -> L.Trainer:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        trainer = run(argv)
+        with one_line_warnings("training"):
+            trainer = run(argv)
     except TrainingDiverged as error:
         print(f"training: error: {error}", file=sys.stderr)
         return 1

@@ -124,7 +124,8 @@ def test_evaluate_with_missing_feature_weights_names_the_command(small_fastmri_f
         main(["evaluate", "--weights", str(mri_weights_64), "--data", str(data), "--R", "4", "--P", "1",
               "--device", "cpu", "--metrics", "lpips", "--features-dir", str(tmp_path / "empty"),
               "--out", str(out)])
-    message = capsys.readouterr().err
-    assert exit_info.value.code == 2 and message.count("\n") == 1
+    *warnings, message = capsys.readouterr().err.splitlines()
+    assert exit_info.value.code == 2 and message.startswith("napari-rcgan: error: ")
+    assert all(line.startswith("napari-rcgan: warning: ") for line in warnings)
     assert "lpips_alex.safetensors: feature weights not found; run `napari-rcgan features prepare`" in message
     assert not out.exists()

@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--store-in-weights", action="store_true",
         help="also write the metrics into the weights file's metadata (the model card)",
     )
+    evaluate.add_argument(
+        "--store-as", default="evaluation", metavar="NAME",
+        help="key of the model card entry written by --store-in-weights (default: evaluation); "
+        "other entries are kept, so several data sets can be recorded",
+    )
     from napari_rcgan.metrics_cli import add_evaluate_arguments, add_features_parser
 
     add_evaluate_arguments(evaluate)
@@ -309,6 +314,8 @@ def run_sample_command(args: argparse.Namespace) -> RunResult:
         dict(request.options), sampler, session.measure(request, sampler), request.P
     )
     result = session.run(request)
+    if "R_warning" in result.extra_attrs:
+        print(f"napari-rcgan: warning: {result.extra_attrs['R_warning']}", file=sys.stderr)
     figures = {}
     if figure is not None:
         figures[figure] = render_figure(result, figure_title(result))

@@ -9,6 +9,8 @@ Always computed (averaged over items):
 - ``apsd``: average pixel-wise SD of the P_max samples (paper, Table 1);
 - ``e1_over_ep_db[P]``: [E1/E_P]dB with E_P = ||x̂_(P) − x||² of the multicoil complex images,
   summed over slices (eqs. 21–22), to compare with 10·log10(2P/(P+1)) (Prop. 3.3);
+- ``psnr_gain_min_db``, ``slices_below_zero_filled``: the smallest per-slice PSNR gain of the
+  largest-P average over the zero-filled image, and the number of slices where it is negative;
 - ``sd_error_spearman``: Spearman correlation between the pixel-wise SD and the absolute error of
   the P_max-sample average, inside the object (reference > 5 % of its maximum), mean over slices.
 
@@ -182,7 +184,7 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
     psnr = {P: [] for P in counts}
     ssim = {P: [] for P in counts}
     errors = {P: 0.0 for P in [1, *counts]}
-    zero_filled, apsd, spearman, times = [], [], [], []
+    zero_filled, apsd, spearman, times, gains = [], [], [], [], []
     pairs: dict[int, list[np.ndarray]] = {P: [] for P in counts}
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for number, item in enumerate(items):
@@ -197,6 +199,7 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
             ssim[P].append(stats.ssim(mean, reference))
             if wanted & {"lpips", "dists"}:
                 pairs[P].append(_perceptual_pair(task, mean, reference))
+        gains.append(psnr[counts[-1]][-1] - zero_filled[-1])
         target = measurement.target if task == "mri" else measurement.image
         cumulative = torch.cumsum(result.images, dim=0)
         for P in errors:
@@ -216,6 +219,8 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
         "psnr": {str(P): float(np.mean(psnr[P])) for P in counts},
         "ssim": {str(P): float(np.mean(ssim[P])) for P in counts},
         "apsd": float(np.mean(apsd)),
+        "psnr_gain_min_db": float(np.min(gains)),
+        "slices_below_zero_filled": int(np.sum(np.asarray(gains) < 0)),
         "e1_over_ep_db": {str(P): 10 * math.log10(errors[1] / errors[P]) for P in counts},
         "sd_error_spearman": float(np.mean(spearman)),
     }
@@ -321,7 +326,9 @@ def _print_table(metrics: dict) -> None:
             (P, ms), = values["time_ms"].items()
             extra += f", time(P={P}) {ms:.1f} ms"
         print(f"{key}={label}: zero-filled PSNR {values['zero_filled_psnr']:.2f} dB, "
-              f"APSD {values['apsd']:.4g}, SD-error Spearman {values['sd_error_spearman']:.3f}{extra}")
+              f"APSD {values['apsd']:.4g}, SD-error Spearman {values['sd_error_spearman']:.3f}, "
+              f"worst slice gain {values['psnr_gain_min_db']:+.2f} dB "
+              f"({values['slices_below_zero_filled']} below zero filling){extra}")
         for P in values["psnr"]:
             perceptual = "".join(f"  {name.upper()} {values[name][P]:.4f}" for name in ("lpips", "dists")
                                  if name in values)
@@ -366,5 +373,6 @@ def run_evaluate_command(args: argparse.Namespace) -> dict:
         from napari_rcgan.weights import update_metrics
 
         stored = dict(metrics, data=str(args.data), evaluated=time.strftime("%Y-%m-%d"))
-        print(f"stored the metrics in {update_metrics(args.weights, {'evaluation': stored})}")
+        path = update_metrics(args.weights, {args.store_as: stored})
+        print(f"stored the metrics in {path} as {args.store_as!r}")
     return metrics

@@ -55,6 +55,7 @@ from napari_rcgan.physics.masks import (
     load_mask_file,
     mask_from_array,
 )
+from napari_rcgan.physics.transforms import full_fov_side
 from napari_rcgan.sampler import (
     CancelFlag,
     InpaintingMeasurement,
@@ -63,6 +64,7 @@ from napari_rcgan.sampler import (
 )
 from napari_rcgan.schema import ResultRecord
 from napari_rcgan.stats import SampleStack
+from napari_rcgan.weights import WeightsMetadata
 
 DEFAULT_WEIGHTS = {"mri": "mri", "inpainting": "faces"}
 """The bundled weights each task uses by default."""
@@ -123,6 +125,29 @@ def fit_geometry(shape: tuple[int, int], size: tuple[int, int]) -> tuple[np.ndar
     factor = np.array([side / size[0], side / size[1]])
     offset = np.array([top, left]) + 0.5 * factor - 0.5
     return factor, offset
+
+
+def mri_attrs(measurement: MRIMeasurement, sampler: PosteriorSampler) -> dict[str, Any]:
+    """Attributes every MRI result carries: the field-of-view mapping (``fov``), the pixel size
+    in input pixels that overlays the result on the input (``pixel_scale``) and, when the achieved
+    R is outside the weights' trained range, ``R_warning``."""
+    attrs: dict[str, Any] = {"fov": measurement.fov, "pixel_scale": float(measurement.pixel_scale)}
+    warning = sampler.metadata.acceleration_warning(measurement.mask.achieved_R, sampler.name)
+    if warning is not None:
+        attrs["R_warning"] = warning
+    return attrs
+
+
+def input_pixel_scale(request: SamplingRequest, metadata: WeightsMetadata) -> float:
+    """Pixel size of an MRI result in pixels of the input's field of view (1: same pixels).
+
+    ``fov="full"`` weights map the ``F × F`` field of view (``F`` the smaller k-space side) to
+    their ``image_size``: ``F / image_size``. Reads only the file's header.
+    """
+    if metadata.task != "mri" or metadata.fov != "full" or request.input is None:
+        return 1.0
+    side = full_fov_side(FastMRIFile.open(request.input).kspace_shape)
+    return side / metadata.image_size[0]
 
 
 def _digest(array: np.ndarray | None) -> str:
@@ -351,7 +376,7 @@ class Session:
     def _new_result(request: SamplingRequest, task: str, sampler: PosteriorSampler,
                     measurement: Measurement, display: np.ndarray) -> RunResult:
         mri = isinstance(measurement, MRIMeasurement)
-        return RunResult(
+        result = RunResult(
             stack=SampleStack(display.shape[1:], capacity=request.P),
             zero_filled=measurement.zero_filled_display,
             mask=measurement.mask_display,
@@ -368,6 +393,9 @@ class Session:
             measurement=measurement,
             sampler=sampler,
         )
+        if mri:
+            result.extra_attrs.update(mri_attrs(measurement, sampler))
+        return result
 
     def finish(self, result: RunResult) -> RunResult:
         """Run the registered output producers on a finished (or cancelled) run."""

@@ -281,6 +281,23 @@ class WeightsMetadata:
                 f"image_size {height}x{width}"
             )
 
+    def acceleration_warning(self, R: float, name: str = "the weights") -> str | None:
+        """A one-line warning when ``R`` is outside the trained ``acceleration`` range (MRI).
+
+        Returns:
+            the message, or None when ``R`` is inside the range (or nothing was recorded).
+        """
+        if self.task != "mri" or not self.acceleration or R is None or not math.isfinite(R):
+            return None
+        low, high = min(self.acceleration), max(self.acceleration)
+        if low - 1e-6 <= R <= high + 1e-6:
+            return None
+        trained = f"R = {low:g}" if low == high else f"R {low:g} to {high:g}"
+        return (
+            f"R={R:.3g} is outside the range the weights {name} were trained for ({trained}): "
+            "expect a worse reconstruction and an unreliable SD map"
+        )
+
     def describe(self) -> str:
         """Human-readable multi-line summary (used by ``napari-rcgan info`` and the widget)."""
         lines = [
@@ -422,11 +439,14 @@ def save_weights(
 
 
 def update_metrics(spec: str | os.PathLike, metrics: dict[str, Any]) -> Path:
-    """Store ``metrics`` in the metadata of a weights file (bundled name or path), atomically."""
+    """Store ``metrics`` in the metadata of a weights file (bundled name or path), atomically.
+
+    The top-level keys of ``metrics`` replace those of the stored metrics; other keys are kept.
+    """
     weights = load_weights(spec)
     if weights.source.startswith("random:"):
         raise WeightsError(f"{spec}: random weights have no file to store metrics in")
-    weights.metadata.metrics = metrics
+    weights.metadata.metrics = {**weights.metadata.metrics, **metrics}
     return save_weights(resolve_path(str(spec)), weights.state_dict, weights.metadata)
 
 

@@ -184,3 +184,21 @@ def test_headless_demo_samples_the_bundled_data_with_the_bundled_weights(tmp_pat
     with h5py.File(tmp_path / "face_astronaut_P4.h5") as handle:
         assert handle.attrs["weights"] == "faces" and handle.attrs["task"] == "inpainting"
     assert "headless demo" in capsys.readouterr().out
+
+
+def test_sample_outside_the_trained_r_range_warns_and_records_it(small_fastmri_file, mri_weights_64,
+                                                                  tmp_path, capsys):
+    out = tmp_path / "r12.h5"
+    assert main(["sample", str(small_fastmri_file), "--R", "12", "--P", "2", "--weights",
+                 str(mri_weights_64), "--device", "cpu", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: R=12" in err and "is outside the range" in err and "R 2 to 8" in err
+    with h5py.File(out) as handle:
+        assert "R 2 to 8" in handle.attrs["R_warning"]
+        assert handle.attrs["fov"] == "crop" and handle.attrs["pixel_scale"] == 1.0
+    inside = tmp_path / "r4.h5"
+    assert main(["sample", str(small_fastmri_file), "--R", "4", "--P", "2", "--weights",
+                 str(mri_weights_64), "--device", "cpu", "--out", str(inside)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    with h5py.File(inside) as handle:
+        assert "R_warning" not in handle.attrs

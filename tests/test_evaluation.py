@@ -22,7 +22,9 @@ def test_evaluate_writes_the_documented_schema_and_stores_it(small_fastmri_file,
     assert set(metrics["R"]) == {"4", "8"} and metrics["slices"] == 2
     for values in metrics["R"].values():
         assert set(values) == {"zero_filled_psnr", "psnr", "ssim", "apsd", "e1_over_ep_db",
-                               "sd_error_spearman"}
+                               "sd_error_spearman", "psnr_gain_min_db", "slices_below_zero_filled"}
+        assert 0 <= values["slices_below_zero_filled"] <= 2
+        assert values["psnr_gain_min_db"] <= values["psnr"]["4"] - values["zero_filled_psnr"] + 1e-9
         assert set(values["psnr"]) == set(values["ssim"]) == set(values["e1_over_ep_db"]) == {"1", "2", "4"}
         assert values["e1_over_ep_db"]["1"] == 0.0
         assert values["apsd"] > 0 and -1 <= values["sd_error_spearman"] <= 1
@@ -30,6 +32,12 @@ def test_evaluate_writes_the_documented_schema_and_stores_it(small_fastmri_file,
     assert metrics["R"]["4"]["zero_filled_psnr"] > metrics["R"]["8"]["zero_filled_psnr"]
     stored = read_metadata(weights).metrics["evaluation"]
     assert stored["R"] == metrics["R"] and stored["data"] == str(data)
+    # A second evaluation stored under another name keeps the first one.
+    assert main(["evaluate", "--weights", str(weights), "--data", str(data), "--R", "4",
+                 "--P", "1", "2", "--device", "cpu", "--out", str(out), "--store-in-weights",
+                 "--store-as", "evaluation_other"]) == 0
+    card = read_metadata(weights).metrics
+    assert card["evaluation"]["R"] == metrics["R"] and set(card["evaluation_other"]["R"]) == {"4"}
 
 
 def test_evaluate_bad_input(tmp_path, face_weights_64, mri_weights_64, capsys):

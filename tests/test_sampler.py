@@ -216,3 +216,14 @@ def test_full_fov_weights_see_the_whole_acquisition_and_report_its_scale(tmp_pat
     assert tuple(sampler.sample(measurement, P=2, seed=0).images.shape[-2:]) == (32, 32)
     with pytest.raises(ParameterError, match=r"full\.h5: k-space 60x30 is smaller than the 32x32"):
         sampler.measure_mri(np.zeros((10, 60, 30), np.complex64), R=4, source="full.h5")
+
+
+def test_input_pixel_scale_of_full_fov_weights(small_fastmri_file):
+    from napari_rcgan.session import SamplingRequest, input_pixel_scale
+    from napari_rcgan.weights import WeightsMetadata
+
+    request = SamplingRequest(input=str(small_fastmri_file), R=4)
+    full = WeightsMetadata(task="mri", image_size=[64, 64], channels=8, fov="full")
+    assert input_pixel_scale(request, full) == pytest.approx(72 / 64)  # 128x72 k-space: FOV 72
+    crop = WeightsMetadata(task="mri", image_size=[64, 64], channels=8)
+    assert input_pixel_scale(request, crop) == 1.0

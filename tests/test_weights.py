@@ -116,3 +116,17 @@ def test_input_skip_adds_the_measurement_to_the_output():
     with torch.inference_mode():
         torch.testing.assert_close(with_skip(inputs), plain(inputs) + inputs[:, :16])
     assert "input skip" in metadata.describe()
+
+
+def test_acceleration_warning_names_r_and_the_trained_range():
+    from napari_rcgan.weights import WeightsMetadata
+
+    mri = WeightsMetadata(task="mri", image_size=[64, 64], channels=8, acceleration=[2.0, 8.0])
+    assert mri.acceleration_warning(4.0) is None and mri.acceleration_warning(8.0) is None
+    message = mri.acceleration_warning(32.0, "mri")
+    assert "R=32 is outside" in message and "mri" in message and "R 2 to 8" in message
+    assert "R 2 to 8" in mri.acceleration_warning(1.5)
+    fixed = WeightsMetadata(task="mri", image_size=[64, 64], channels=8, acceleration=[4.0, 4.0])
+    assert "R = 4" in fixed.acceleration_warning(8.0)
+    faces = WeightsMetadata(task="inpainting", image_size=[64, 64], channels=3)
+    assert faces.acceleration_warning(32.0) is None

@@ -354,3 +354,18 @@ def test_screenshot_of_widget_after_sampling(make_napari_viewer, data, tmp_path)
     assert pixels.std() > 20, "the screenshot is not blank"
     canvas = np.asarray(viewer.screenshot(canvas_only=True, flash=False))[..., :3].astype(float)
     assert canvas.std() > 10, "the canvas shows the result layers"
+
+
+def test_full_fov_results_are_placed_over_the_whole_input():
+    from types import SimpleNamespace
+
+    from napari_rcgan._widget.layers import placement
+
+    layer = SimpleNamespace(scale=(1.0, 0.5, 0.5), translate=(0.0, 10.0, -4.0),
+                            data=np.zeros((2, 256, 256), np.float32), rgb=False)
+    # Whole field of view at half resolution: result pixel i sits at input pixel 128 + (i - 64)·2.
+    scale, translate = placement(layer, "mri", (128, 128), 2.0)
+    assert scale == (1.0, 1.0) and translate == (10.0, -4.0)
+    # Centre crop: the middle 128x128 input pixels.
+    scale, translate = placement(layer, "mri", (128, 128))
+    assert scale == (0.5, 0.5) and translate == (10.0 + 32.0, -4.0 + 32.0)

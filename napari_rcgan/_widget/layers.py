@@ -36,14 +36,21 @@ def is_ours(layer: Any) -> bool:
     return "rcgan" in metadata or bool(metadata.get(PREVIEW_KEY, False))
 
 
-def placement(layer: Image, task: str, size: tuple[int, int]) -> tuple[tuple, tuple]:
-    """2-D scale and translate putting a ``size`` result over the input layer."""
+def placement(
+    layer: Image, task: str, size: tuple[int, int], pixel_scale: float = 1.0
+) -> tuple[tuple, tuple]:
+    """2-D scale and translate putting a ``size`` result over the input layer.
+
+    MRI: result pixel ``i`` lies at input pixel ``shape//2 + (i - size//2)·pixel_scale`` (the
+    centred-FFT convention of a centre crop, ``pixel_scale`` 1, and of the whole-field-of-view
+    mapping, ``pixel_scale`` = FOV side / ``size``).
+    """
     in_scale = np.asarray(layer.scale[-2:], dtype=float)
     in_translate = np.asarray(layer.translate[-2:], dtype=float)
     shape = layer.data.shape[-3:-1] if layer.rgb else layer.data.shape[-2:]
     if task == "mri":
-        factor = np.ones(2)
-        offset = (np.asarray(shape, dtype=float) - np.asarray(size, dtype=float)) / 2
+        factor = np.full(2, float(pixel_scale))
+        offset = np.asarray(shape) // 2 - (np.asarray(size) // 2) * factor
     else:
         factor, offset = fit_geometry(tuple(shape), size)
     scale = in_scale * factor

@@ -25,7 +25,7 @@ from napari_rcgan._widget.explorer import Explorer, curve_points
 from napari_rcgan._widget.layers import LayerPublisher, is_ours, placement
 from napari_rcgan._widget.run import SamplingRun, Update, sampling_job
 from napari_rcgan.errors import ParameterError, RcganError
-from napari_rcgan.session import Session
+from napari_rcgan.session import Session, input_pixel_scale
 
 if TYPE_CHECKING:
     import napari
@@ -223,13 +223,15 @@ class PosteriorSamplerWidget(QWidget):
         self._outcome = None
         try:
             request, layer = self.controls.request()
-            size = tuple(self.controls.weights_metadata(request.resolved_weights).image_size)
+            metadata = self.controls.weights_metadata(request.resolved_weights)
+            size = tuple(metadata.image_size)
+            pixel_scale = input_pixel_scale(request, metadata)
         except (RcganError, ValueError) as error:
             self._fail(str(error))
             return False
         run = SamplingRun(
             run_id=next(_run_ids), request=request, input_name=layer.name,
-            placement=placement(layer, request.resolved_task, size),
+            placement=placement(layer, request.resolved_task, size, pixel_scale),
         )
         self._cancel = threading.Event()
         self._run = run
@@ -312,6 +314,10 @@ class PosteriorSamplerWidget(QWidget):
             show_warning(f"rcGAN sampling {text}")
         else:
             text = f"{run.drawn} samples drawn with {Path(run.weights).name}"
+        warning = run.record.extra_attrs.get("R_warning") if run.record is not None else None
+        if warning:
+            show_warning(f"rcGAN: {warning}")
+            text = wrappable(f"{text}\n⚠ {warning}")
         self.status_label.setText(text)
 
     # P explorer -------------------------------------------------------------------------------

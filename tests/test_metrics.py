@@ -258,6 +258,13 @@ def test_vgg16_embedding_is_torchvision_features_then_global_average(feature_dir
 
 
 def test_inception_features_are_2048_dimensional_and_tell_images_apart(feature_dir):
+    import json
+    import re
+
+    manifest = json.loads((feature_dir / feature_weights.MANIFEST).read_text())
+    source = manifest["inception.safetensors"]["source"]
+    difference = float(re.search(r"max \|TorchScript - ours\| = (\S+)\)", source).group(1))
+    assert difference < 1e-4  # our Inception-v3 reproduced the TorchScript features at conversion
     x, y = _test_images(64)
     features = metrics.inception_features(torch.cat([x[:2], y[:2]]), folder=feature_dir)
     assert features.shape == (4, 2048) and np.isfinite(features).all() and features.min() >= 0

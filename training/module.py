@@ -514,7 +514,7 @@ class RcGANModule(L.LightningModule):
         self._fit_started = time.monotonic()
         if self.config.train.val_cfid:
             # Fail at the start, not after the first epoch, when the feature weights are missing.
-            needed = "vgg16.safetensors" if self.config.task == "mri" else "inception_tf.pt"
+            needed = "vgg16.safetensors" if self.config.task == "mri" else "inception.safetensors"
             feature_weights.verified_path(needed)
 
     def hardware(self) -> str:

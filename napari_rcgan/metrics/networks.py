@@ -4,6 +4,8 @@
   relu3_3, relu4_3, relu5_3; max pooling (LPIPS, embeddings) or DISTS's L2 pooling.
 - :class:`AlexNet` — the 5 conv layers of AlexNet, tapped after each ReLU (LPIPS).
 - :class:`LPIPS` (v0.1 linear heads) and :class:`DISTS` (α, β) on top of them.
+- :class:`Inception` — the TF-FID Inception-v3 (:mod:`napari_rcgan.metrics.inception`) with its
+  resize to 299×299 and TF input range.
 - :func:`load_network` caches loaded networks per (name, folder, device), so repeated metric
   calls (per P, per R) pay the loading once.
 """
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_rcgan.metrics import feature_weights
+from napari_rcgan.metrics.inception import InceptionV3
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -182,17 +185,16 @@ class Inception(nn.Module):
     """TF-FID Inception-v3 pool3 features ``(N, 2048)`` of images ``(N, 3, H, W)`` in [0, 1]
     (bilinear resize to 299×299, then the TF input range)."""
 
-    def __init__(self, scripted: torch.jit.ScriptModule) -> None:
+    def __init__(self, network: InceptionV3) -> None:
         super().__init__()
-        self.scripted = scripted
+        self.network = network
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-2:] != (INCEPTION_SIZE, INCEPTION_SIZE):
             x = F.interpolate(x, size=(INCEPTION_SIZE, INCEPTION_SIZE), mode="bilinear",
                               align_corners=False)
         low, high = INCEPTION_RANGE
-        features = self.scripted(x.clamp(0, 1) * (high - low) + low)
-        return features.flatten(1) if features.ndim == 2 else features.mean(dim=(2, 3))
+        return self.network(x.clamp(0, 1) * (high - low) + low)
 
 
 def _trunk(kind: str, folder: Path | None, l2_pooling: bool = False) -> VGG16 | AlexNet:
@@ -213,8 +215,9 @@ def _build(name: str, folder: Path | None) -> nn.Module:
         weights = feature_weights.load_tensors("dists.safetensors", folder)
         return DISTS(_trunk("vgg16", folder, l2_pooling=True), weights["alpha"], weights["beta"])
     if name == "inception":
-        path = feature_weights.verified_path("inception_tf.pt", folder)
-        return Inception(torch.jit.load(str(path), map_location="cpu"))
+        network = InceptionV3()
+        network.load_state_dict(feature_weights.load_tensors("inception.safetensors", folder))
+        return Inception(network)
     raise ValueError(f"unknown feature network {name!r}")
 
 

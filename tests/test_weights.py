@@ -55,8 +55,21 @@ def test_info_prints_metadata(tmp_path, capsys):
     assert main(["info", str(path)]) == 0
     out = capsys.readouterr().out
     assert "task: mri" in out and "coils: 8" in out and "base width 4" in out
-    payload = json.loads(out.split("metadata: ", 1)[1])
+    assert "--json" in out and "{" not in out, "the summary is short and readable"
+    assert main(["info", str(path), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
     assert payload["beta_sd"] == 0.3
+
+
+def test_info_summary_of_the_bundled_weights_is_short(capsys):
+    assert main(["info", "mri"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert len(lines) <= 16 and max(len(line) for line in lines) <= 170, out
+    assert "measured at R=4" in out and "PSNR" in out
+    assert main(["info", "mri", "--json"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full["task"] == "mri" and "evaluation" in full["metrics"]
 
 
 def test_random_weights_are_deterministic():

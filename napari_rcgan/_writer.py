@@ -34,6 +34,7 @@ from napari_rcgan.schema import (
     LAYER_NAMES,
     RESULT_KINDS,
     ResultRecord,
+    layer_array,
     record_from_info,
 )
 
@@ -110,11 +111,11 @@ def _gather(samples: tuple, tagged: list[tuple]) -> LayerResult:
 
     def array(kind: str) -> np.ndarray | None:
         if kind in by_kind:
-            return np.asarray(by_kind[kind][0], dtype=np.float32)
+            return layer_array(by_kind[kind][0], by_kind[kind][2])
         value = stash.get(kind)
         return None if value is None else np.asarray(value, dtype=np.float32)
 
-    stack = np.asarray(data, dtype=np.float32)
+    stack = layer_array(data, info)
     if stack.ndim not in (3, 4) or 0 in stack.shape:
         raise ParameterError(
             f"the '{LAYER_NAMES['samples']}' layer must be (P, H, W) or (P, H, W, 3), found "
@@ -134,7 +135,7 @@ def _gather(samples: tuple, tagged: list[tuple]) -> LayerResult:
     merged["partial"] = bool(info.get("partial", False))
     merged["attrs"] = info.get("attrs") or {}
     extras = {
-        kind: np.asarray(item[0], dtype=np.float32)
+        kind: layer_array(item[0], item[2])
         for kind, item in by_kind.items()
         if kind not in RESULT_KINDS
     }
@@ -175,8 +176,8 @@ def write_nifti(path: str, layer_data: list[tuple[Any, dict[str, Any], str]]) ->
     result = result_from_layers(layer_data)
     samples = result.samples[: result.P]
     volume = np.moveaxis(samples, 0, 2)  # (H, W, P) or (H, W, P, 3)
-    row_scale, col_scale = result.scale[1:3]
-    row_shift, col_shift = result.translate[1:3]
+    row_scale, col_scale = result.scale[-2:]
+    row_shift, col_shift = result.translate[-2:]
     affine = np.diag([row_scale, col_scale, 1.0, 1.0])
     affine[:2, 3] = [row_shift, col_shift]
     image = nib.Nifti1Image(np.ascontiguousarray(volume, dtype=np.float32), affine)

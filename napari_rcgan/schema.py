@@ -50,6 +50,11 @@ LAYER_NAMES = {
 DATASET_OF_KIND = {"reference": "target"}
 """Dataset names that differ from the layer kind (the reference is ``target`` in the file)."""
 
+SLICE_AXIS_KEY = "slice_axis"
+"""``metadata["rcgan"]`` key: True when the layer's data has a singleton slice axis just before
+the image axes (the widget places MRI results at their slice of the input volume, so the
+samples get their own axis and the input's slice slider does not scroll through them)."""
+
 ARRAYS_KEY = "rcgan_arrays"
 """Samples-layer metadata key holding the run's reference / zero-filled / mask arrays, so the
 result can be written from the samples layer alone."""
@@ -230,6 +235,14 @@ def record_from_info(
         extras={name: Output(data=value) for name, value in (extras or {}).items()},
         extra_attrs=dict(info.get("attrs") or {}),
     )
+
+
+def layer_array(data: Any, info: dict[str, Any]) -> np.ndarray:
+    """A result layer's data as the schema's float32 array (the slice axis removed)."""
+    array = np.asarray(data, dtype=np.float32)
+    if info.get(SLICE_AXIS_KEY) and array.ndim >= 3 and array.shape[-3] == 1:
+        array = array[..., 0, :, :]
+    return array
 
 
 def _plain(value: Any) -> Any:

@@ -64,6 +64,7 @@ from napari_rcgan.sampler import (
 )
 from napari_rcgan.schema import ResultRecord
 from napari_rcgan.stats import SampleStack
+from napari_rcgan.threads import apply_intra_op_threads
 from napari_rcgan.weights import WeightsMetadata
 
 DEFAULT_WEIGHTS = {"mri": "mri", "inpainting": "faces"}
@@ -262,9 +263,16 @@ def registered_outputs() -> dict[str, OutputProducer]:
 
 
 class Session:
-    """Samplers, measurements and runs; safe to drive from one worker thread at a time."""
+    """Samplers, measurements and runs; safe to drive from one worker thread at a time.
 
-    def __init__(self, cache_size: int = MEASUREMENT_CACHE_SIZE) -> None:
+    Args:
+        cache_size: measurements kept (a new run on the same input only samples).
+        reserved_cores: CPU cores left to a GUI thread in this process when CPU sampling sets
+            torch's intra-op threads (:mod:`napari_rcgan.threads`): 1 in the napari widget.
+    """
+
+    def __init__(self, cache_size: int = MEASUREMENT_CACHE_SIZE, reserved_cores: int = 0) -> None:
+        self.reserved_cores = reserved_cores
         self.samplers: dict[tuple[str, str], PosteriorSampler] = {}
         self.measurements: OrderedDict[tuple, Measurement] = OrderedDict()
         self.cache_size = cache_size
@@ -359,6 +367,8 @@ class Session:
         started = time.perf_counter()
         task = request.resolved_task
         sampler = self.sampler(request.resolved_weights, request.device)
+        if sampler.device.type == "cpu":
+            apply_intra_op_threads(self.reserved_cores)
         measurement = self.measure(request, sampler)
         result: RunResult | None = None
         for chunk in sampler.iter_chunks(

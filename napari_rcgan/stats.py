@@ -20,7 +20,7 @@ class SampleStack:
 
     def __init__(self, sample_shape: tuple[int, ...], capacity: int = 8) -> None:
         self.sample_shape = tuple(sample_shape)
-        self._samples = np.empty((capacity, *self.sample_shape), dtype=np.float32)
+        self._samples = np.zeros((capacity, *self.sample_shape), dtype=np.float32)
         self._sums = np.zeros((capacity + 1, *self.sample_shape), dtype=np.float64)
         self._squares = np.zeros_like(self._sums)
         self.count = 0
@@ -32,6 +32,12 @@ class SampleStack:
     def samples(self) -> np.ndarray:
         """The stored samples ``(N, *sample_shape)`` (a view)."""
         return self._samples[: self.count]
+
+    @property
+    def buffer(self) -> np.ndarray:
+        """All ``capacity`` rows, filled in place as samples arrive (rows ≥ count are zero);
+        a viewer can show it once and refresh instead of receiving a new array per chunk."""
+        return self._samples
 
     def extend(self, samples: np.ndarray) -> None:
         """Append a chunk ``(n, *sample_shape)``."""
@@ -49,7 +55,7 @@ class SampleStack:
         self.count = needed
 
     def _grow(self, capacity: int) -> None:
-        grown = np.empty((capacity, *self.sample_shape), dtype=np.float32)
+        grown = np.zeros((capacity, *self.sample_shape), dtype=np.float32)
         grown[: self.count] = self.samples
         self._samples = grown
         for name in ("_sums", "_squares"):

@@ -17,6 +17,7 @@ from napari_rcgan._widget import LAYER_NAMES, PREVIEW_NAME, RESULT_KINDS, Poster
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.physics.inpainting import center_square_hole
 from napari_rcgan.sampler import PosteriorSampler
+from napari_rcgan.schema import layer_array
 from tests import plugin_helpers as helpers
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -66,6 +67,11 @@ def open_file(viewer, path) -> Layer:
     return layers[0]
 
 
+def array_of(layer: Layer) -> np.ndarray:
+    """A result layer's array without the slice axis MRI results carry (the schema's array)."""
+    return layer_array(layer.data, layer.metadata["rcgan"])
+
+
 def result_layers(viewer) -> dict[str, Layer]:
     return {
         layer.metadata["rcgan"]["kind"]: layer
@@ -87,11 +93,16 @@ def test_mri_sampling_gives_seven_layers_with_metadata(viewer_widget, data):
     layers = result_layers(viewer)
     assert set(layers) == set(RESULT_KINDS)
     size = (helpers.SIZE, helpers.SIZE)
-    assert layers["samples"].data.shape == (4, *size)
+    # the results sit at slice 1 on their own axes: samples (P, 1, H, W), maps (1, H, W)
+    assert layers["samples"].data.shape == (4, 1, *size)
+    assert tuple(layers["samples"].translate[:2]) == (0.0, 1.0)
+    assert viewer.dims.axis_labels[:2] == ("sample", "slice")
     for kind in ("reference", "zero_filled", "mask", "mean", "error", "std"):
-        assert layers[kind].data.shape == size, kind
+        assert layers[kind].data.shape == (1, *size), kind
+        assert layers[kind].translate[0] == 1.0, kind
     for kind, layer in layers.items():
         info = layer.metadata["rcgan"]
+        assert info["slice"] == 1 and info["slice_axis"] is True
         assert info["kind"] == kind and info["task"] == "mri" and info["seed"] == 5
         assert isinstance(info["P"], int) and info["P"] == 4
         assert isinstance(info["R"], float) and info["R"] == pytest.approx(result.R)
@@ -103,15 +114,21 @@ def test_mri_sampling_gives_seven_layers_with_metadata(viewer_widget, data):
     assert tuple(layers["samples"].contrast_limits) == tuple(layers["mean"].contrast_limits)
     assert layers["error"].colormap.name != layers["std"].colormap.name
     assert {layers["error"].colormap.name, layers["std"].colormap.name}.isdisjoint({"gray"})
+    assert layers["std"].colorbar.visible and layers["error"].colorbar.visible
+    assert not layers["mean"].colorbar.visible
+    assert LAYER_NAMES["std"] == "SD (uncertainty)" and LAYER_NAMES["error"] == "|mean − reference|"
+    order = [layer for layer in viewer.layers if layer in layers.values()]
+    assert order.index(layers["samples"]) < min(order.index(layers[k]) for k in ("mean", "std",
+                                                                                 "error"))
 
     # the widget's samples are the engine's samples for the same seed (slice 1, same mask)
     sampler = PosteriorSampler(data["mri_weights"], device="cpu")
     kspace = FastMRIFile.open(data["mri"]).read_kspace(1)
     measurement = sampler.measure_mri(kspace, R=4, mask_kind="gro")
     expected = sampler.sample(measurement, 4, seed=5)
-    np.testing.assert_allclose(layers["samples"].data, expected.stack.samples, rtol=1e-5,
+    np.testing.assert_allclose(array_of(layers["samples"]), expected.stack.samples, rtol=1e-5,
                                atol=1e-6)
-    np.testing.assert_allclose(layers["reference"].data, measurement.reference[0]
+    np.testing.assert_allclose(array_of(layers["reference"]), measurement.reference[0]
                                if measurement.reference.ndim == 3 else measurement.reference,
                                rtol=1e-6)
 
@@ -137,7 +154,7 @@ def test_second_run_replaces_the_result_layers(viewer_widget, data):
     assert first is not None and second is not None
     assert len(viewer.layers) == count
     layers = result_layers(viewer)
-    assert len(layers) == 7 and layers["samples"].data.shape[0] == 3
+    assert len(layers) == 7 and array_of(layers["samples"]).shape[0] == 3
     assert all(layer.metadata["rcgan"]["run"] == second.run_id for layer in layers.values())
     # the sampler is cached per (weights, device), the measurement per (input, slice, R, mask...)
     third = widget.run_sampling(P=2, R=6, seed=9)
@@ -150,27 +167,25 @@ def test_samples_layer_grows_and_slider_gives_prefix_sums(viewer_widget, data):
     viewer, widget = viewer_widget
     open_file(viewer, data["mri"])
     seen: list[int] = []
-    widget.chunk_received.connect(
-        lambda n: seen.append(result_layers(viewer)["samples"].data.shape[0])
-    )
+    widget.chunk_received.connect(seen.append)
     result = widget.run_sampling(P=6, R=4, seed=2, weights=data["mri_weights"], device="cpu",
                                  chunk_size=2)
     assert result is not None, widget.last_error
     assert seen and seen[-1] == 6 and seen == sorted(set(seen)), seen
     assert all(count % 2 == 0 for count in seen), "whole chunks only"
     layers = result_layers(viewer)
-    samples = layers["samples"].data
+    samples = array_of(layers["samples"])
     assert widget.P_slider.maximum() == 6 and widget.P_slider.value() == 6
     for P in (1, 3, 5):
         widget.P_slider.setValue(P)
-        np.testing.assert_array_equal(layers["mean"].data, result.stack.mean(P))
-        np.testing.assert_array_equal(layers["std"].data, result.stack.std(P))
-        np.testing.assert_allclose(layers["mean"].data, samples[:P].mean(axis=0), rtol=1e-5,
+        np.testing.assert_array_equal(array_of(layers["mean"]), result.stack.mean(P))
+        np.testing.assert_array_equal(array_of(layers["std"]), result.stack.std(P))
+        np.testing.assert_allclose(array_of(layers["mean"]), samples[:P].mean(axis=0), rtol=1e-5,
                                    atol=1e-6)
-        np.testing.assert_allclose(layers["std"].data, samples[:P].std(axis=0), rtol=1e-3,
+        np.testing.assert_allclose(array_of(layers["std"]), samples[:P].std(axis=0), rtol=1e-3,
                                    atol=1e-5)
         np.testing.assert_array_equal(
-            layers["error"].data, np.abs(result.stack.mean(P) - layers["reference"].data)
+            array_of(layers["error"]), np.abs(result.stack.mean(P) - array_of(layers["reference"]))
         )
         for kind in ("mean", "std", "error"):
             assert layers[kind].metadata["rcgan"]["P"] == P
@@ -216,10 +231,10 @@ def test_cancel_leaves_a_consistent_partial_result(viewer_widget, data, qtbot, m
     assert len(layers) == 7
     assert all(layer.metadata["rcgan"]["partial"] is True for layer in layers.values())
     assert all("partial" in layer.name for layer in layers.values())
-    samples = layers["samples"].data
+    samples = array_of(layers["samples"])
     assert samples.shape[0] == result.drawn
-    np.testing.assert_allclose(layers["mean"].data, samples.mean(axis=0), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(layers["std"].data, samples.std(axis=0), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(array_of(layers["mean"]), samples.mean(axis=0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(array_of(layers["std"]), samples.std(axis=0), rtol=1e-3, atol=1e-5)
     assert "cancelled" in widget.status_label.text()
 
     # the widget is usable afterwards; a complete run replaces the partial layers
@@ -274,7 +289,7 @@ def test_user_mask_layer_of_the_right_shape_is_used(viewer_widget, data):
     result = widget.run_sampling(P=2, mask="my mask", weights=data["mri_weights"], device="cpu")
     assert result is not None, widget.last_error
     assert result.mask_kind == "user"
-    np.testing.assert_array_equal(result_layers(viewer)["mask"].data, mask.any(0)[None].repeat(
+    np.testing.assert_array_equal(array_of(result_layers(viewer)["mask"]), mask.any(0)[None].repeat(
         helpers.SIZE, 0).astype(np.float32))
     assert result.R == pytest.approx(helpers.SIZE / mask.any(0).sum())
 
@@ -294,21 +309,21 @@ def test_face_inpainting_with_painted_hole(viewer_widget, data, errors):
     assert result is not None, widget.last_error
     layers = result_layers(viewer)
     assert set(layers) == set(RESULT_KINDS)
-    assert layers["samples"].data.shape == (3, helpers.SIZE, helpers.SIZE, 3)
+    assert array_of(layers["samples"]).shape == (3, helpers.SIZE, helpers.SIZE, 3)
     assert layers["samples"].rgb and layers["mean"].rgb and layers["reference"].rgb
-    assert layers["error"].data.shape == layers["std"].data.shape == (helpers.SIZE, helpers.SIZE)
-    np.testing.assert_array_equal(layers["mask"].data, hole.astype(np.float32))
+    assert array_of(layers["error"]).shape == array_of(layers["std"]).shape == (helpers.SIZE, helpers.SIZE)
+    np.testing.assert_array_equal(array_of(layers["mask"]), hole.astype(np.float32))
     for layer in layers.values():
         info = layer.metadata["rcgan"]
         assert info["task"] == "inpainting" and info["R"] is None and info["seed"] == 4
     outside = hole == 0
-    known = np.broadcast_to(face.data[outside], layers["samples"].data[:, outside].shape)
-    np.testing.assert_allclose(layers["samples"].data[:, outside], known, atol=1e-6)
+    known = np.broadcast_to(face.data[outside], array_of(layers["samples"])[:, outside].shape)
+    np.testing.assert_allclose(array_of(layers["samples"])[:, outside], known, atol=1e-6)
     # centred square hole
     again = widget.run_sampling(P=2, hole="center")
     assert again is not None
     np.testing.assert_array_equal(
-        result_layers(viewer)["mask"].data, center_square_hole((helpers.SIZE, helpers.SIZE))
+        array_of(result_layers(viewer)["mask"]), center_square_hole((helpers.SIZE, helpers.SIZE))
     )
 
 
@@ -323,7 +338,7 @@ def test_face_sample_uses_its_hole_layer(viewer_widget, tmp_path):
     weights = helpers.write_tiny_weights(tmp_path / "faces.safetensors", "inpainting", size=size)
     result = widget.run_sampling(P=2, weights=str(weights), device="cpu")
     assert result is not None, widget.last_error
-    np.testing.assert_array_equal(result_layers(viewer)["mask"].data, hole.data.astype(np.float32))
+    np.testing.assert_array_equal(array_of(result_layers(viewer)["mask"]), hole.data.astype(np.float32))
 
 
 def test_screenshot_of_widget_after_sampling(make_napari_viewer, data, tmp_path):

@@ -82,6 +82,25 @@ def task_of(layer: Any) -> str:
     return "mri" if source.get("kind") == "fastmri" else "inpainting"
 
 
+def image_working_size(layer: Image, metadata: Any) -> str:
+    """What happens to an image before sampling: its size and colour, and the weights'."""
+    shape = layer.data.shape[:2] if layer.rgb else layer.data.shape[-2:]
+    colour = "RGB" if layer.rgb else "grey"
+    text = f"image {shape[0]}x{shape[1]} {colour} (inpainting)"
+    if metadata is None or metadata.task != "inpainting":
+        return text
+    size = tuple(metadata.image_size)
+    working = "RGB" if metadata.channels == 3 else "grey"
+    if tuple(shape) == size and working == colour:
+        return text + ": sampled at its own resolution"
+    side = min(shape)
+    crop = "" if shape[0] == shape[1] else f"centre {side}x{side} crop, "
+    return (
+        f"{text} → sampled as a {crop}{size[0]}x{size[1]} {working} image (the weights' working "
+        f"size); the results are placed back over the input"
+    )
+
+
 class Controls(QWidget):
     """The form, the Sample / Cancel buttons, progress and status."""
 
@@ -96,6 +115,7 @@ class Controls(QWidget):
         self._metadata: dict[str, Any] = {}
         self._refreshing = False
         self._input_seen: Image | None = None
+        self._followed: int | None = None
         self._build()
 
     def _build(self) -> None:
@@ -292,28 +312,27 @@ class Controls(QWidget):
             slices = int(source.get("num_slices", 1))
             if layer is not self._input_seen:  # a new input: start at the slice on screen
                 self.slice_spin.setRange(0, max(0, slices - 1))
-                self.follow_slice(layer)
+                self.follow_slice(layer, force=True)
             self.input_info.setText(wrappable(source.get("description", source.get("path", ""))))
-        else:
-            shape = layer.data.shape
-            self.input_info.setText(
-                f"image {shape[0]}x{shape[1]}" + (" RGB" if layer.rgb else "") + " (inpainting)"
-            )
         self._input_seen = layer
         self._on_weights_changed()
 
-    def follow_slice(self, layer: Image | None = None) -> None:
-        """Set the slice box to the slice of the MRI input that the viewer shows."""
+    def follow_slice(self, layer: Image | None = None, force: bool = False) -> None:
+        """Set the slice box to the slice of the MRI input that the viewer shows, when that
+        slice changed since the last time (so a slice set by hand stays until the slider
+        moves), or always with ``force``."""
         layer = layer or self.input_layer()
         if layer is None or task_of(layer) != "mri" or layer.data.ndim < 3:
             return
         slices = int(layer.metadata["rcgan_source"].get("num_slices", 1))
         try:
             position = layer.world_to_data(self.viewer.dims.point)
-            index = int(np.clip(round(float(position[0])), 0, slices - 1))
+            index = int(np.clip(round(float(position[-3])), 0, slices - 1))
         except (IndexError, ValueError, TypeError):
             index = slices // 2
-        self.slice_spin.setValue(index)
+        if force or index != self._followed:
+            self._followed = index
+            self.slice_spin.setValue(index)
 
     # weights ----------------------------------------------------------------------------------
 
@@ -341,6 +360,7 @@ class Controls(QWidget):
         except RcganError as error:
             self.weights_info.setText(wrappable(f"⚠ {error}"))
             self.weights_info.setToolTip(spec)
+            metadata = None
         else:
             shown = spec if spec.startswith("random:") or "/" not in spec else Path(spec).name
             size = "x".join(str(v) for v in metadata.image_size)
@@ -349,6 +369,9 @@ class Controls(QWidget):
                           f"(details: hover)")
             )
             self.weights_info.setToolTip(f"{spec}\n{metadata.describe()}")
+        layer = self.input_layer()
+        if layer is not None and task_of(layer) == "inpainting":
+            self.input_info.setText(image_working_size(layer, metadata))
         self.fields_changed.emit()
 
     def _browse_weights(self) -> None:

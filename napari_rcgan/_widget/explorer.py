@@ -81,6 +81,8 @@ class Explorer(QGroupBox):
         self.canvas.setMaximumHeight(200)
         self.psnr_axis = self.figure.add_subplot(111)
         self.ssim_axis = self.psnr_axis.twinx()
+        # fixed margins: tight_layout on every redraw costs the GUI thread tens of ms
+        self.figure.subplots_adjust(left=0.2, right=0.8, bottom=0.2, top=0.86)
         self.draw()
         layout.addWidget(self.canvas)
 
@@ -103,11 +105,12 @@ class Explorer(QGroupBox):
         metric = run.metric(P)
         partial = " (partial)" if run.partial else ""
         if metric is None:
-            self.metrics_label.setText(f"P = {P} of {run.drawn}{partial}: no reference, no PSNR")
+            text = f"P = {P} of {run.drawn}{partial}: no reference, no PSNR"
         else:
-            self.metrics_label.setText(
-                f"P = {P} of {run.drawn}{partial}: PSNR {metric[0]:.2f} dB, SSIM {metric[1]:.4f}"
-            )
+            text = f"P = {P} of {run.drawn}{partial}: PSNR {metric[0]:.2f} dB, SSIM {metric[1]:.4f}"
+        if P == 1:
+            text += " — the SD needs P ≥ 2 samples (with one it is zero everywhere)"
+        self.metrics_label.setText(text)
         self.draw(run, P)
 
     def draw(self, run: SamplingRun | None = None, P: int | None = None) -> None:
@@ -148,7 +151,6 @@ class Explorer(QGroupBox):
             self._plotted = None
             left.set_title("PSNR / SSIM of the P-average", fontsize=8)
             left.set_xlim(0.8, 40)
-        self.figure.tight_layout()
         self.canvas.draw_idle()
 
     def _mark(self, run: SamplingRun, P: int) -> None:

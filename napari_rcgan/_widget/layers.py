@@ -1,10 +1,15 @@
-"""Publishing a run as napari layers, and the mask preview over the input.
+"""Publishing a run as napari layers, the grid view, and the mask preview over the input.
 
 :class:`LayerPublisher` puts a run's arrays into layers: it creates them at the first update
 (reusing the input's previous result layers in place where they fit), then only assigns new
 data, so an update costs the GUI thread a texture upload, not a layer. Layer names, kinds and
 ``metadata["rcgan"]`` come from :mod:`napari_rcgan.schema`; extra outputs of a run
 (``record.extras`` with a ``title``) are published the same way, with a colour bar when asked.
+
+Geometry: results are placed over the input (scale and translate). For an MRI volume the
+results sit at their slice: each layer gets a singleton slice axis at the sampled slice, and the
+sample stack's own axis comes before it, so the input's slice slider never scrolls through
+samples and a result is only drawn on the slice it belongs to.
 """
 
 from __future__ import annotations
@@ -27,7 +32,12 @@ PREVIEW_NAME = "mask preview"
 PREVIEW_KEY = "rcgan_preview"
 LAYER_ORDER = ("mask", "zero_filled", "reference", "samples", "std", "error", "mean")
 """Bottom → top: the P-average on top, then the error and the SD, then the sample stack."""
+HIDDEN_KINDS = ("mask", "zero_filled", "reference")
+"""Created hidden (the user's own inputs, under the results): fewer layers to draw per update."""
 COLOUR_MAPS = {"error": "magma", "std": "viridis"}
+"""The maps whose values matter: a colour map and napari's colour bar overlay."""
+SD_NEEDS_TWO = "SD: needs P ≥ 2"
+GRID_TOGGLED_KEY = "rcgan_grid_toggled"
 
 
 def is_ours(layer: Any) -> bool:
@@ -58,6 +68,35 @@ def placement(
     return tuple(float(v) for v in scale), tuple(float(v) for v in translate)
 
 
+def slice_axis(layer: Image, task: str, index: int) -> tuple[float, float] | None:
+    """Scale and world position of slice ``index`` of an MRI volume layer (None: no volume)."""
+    if task != "mri" or layer.ndim < 3:
+        return None
+    scale, translate = float(layer.scale[-3]), float(layer.translate[-3])
+    return scale, translate + scale * index
+
+
+def layer_name(run: SamplingRun, kind: str) -> str:
+    """What the layer shows: the schema's name, the P ≥ 2 note for SD at P = 1, partial runs."""
+    extra = run.record.extras.get(kind) if run.record is not None else None
+    name = extra.title if extra is not None and extra.title else LAYER_NAMES.get(kind, kind)
+    if kind == "std" and run.P == 1:
+        name = SD_NEEDS_TWO
+    if run.finished and run.partial:
+        name += " (partial)"
+    return name
+
+
+def _same(current: Any, value: Any) -> bool:
+    """Whether a layer attribute already has ``value`` (arrays, tuples, colormaps by name)."""
+    if isinstance(value, str):
+        return getattr(current, "name", current) == value
+    try:
+        return bool(np.array_equal(np.asarray(current, dtype=float), np.asarray(value, dtype=float)))
+    except (TypeError, ValueError):
+        return False
+
+
 def _high(data: np.ndarray, percentile: float) -> float:
     return float(np.percentile(data, percentile)) or 1.0
 
@@ -67,6 +106,24 @@ class LayerPublisher:
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self.viewer = viewer
+
+    # geometry -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lift(run: SamplingRun, data: np.ndarray, stacked: bool) -> np.ndarray:
+        """Add the singleton slice axis (MRI volumes) before the image axes."""
+        if run.slice_axis is None:
+            return data
+        return data[:, None] if stacked else data[None]
+
+    @staticmethod
+    def _geometry(run: SamplingRun, stacked: bool) -> dict[str, tuple]:
+        scale, translate = run.placement
+        if run.slice_axis is not None:
+            scale, translate = (run.slice_axis[0], *scale), (run.slice_axis[1], *translate)
+        if stacked:
+            scale, translate = (1.0, *scale), (0.0, *translate)
+        return {"scale": scale, "translate": translate}
 
     # result layers --------------------------------------------------------------------------
 
@@ -83,7 +140,6 @@ class LayerPublisher:
         place where they fit (napari pays a garbage collection per removed layer)."""
         record = run.record
         previous = self.result_layers_of(run.input_name)
-        scale, translate = run.placement
         images: dict[str, np.ndarray] = {
             "zero_filled": record.zero_filled,
             "mask": record.mask,
@@ -102,13 +158,10 @@ class LayerPublisher:
         for kind in LAYER_ORDER:
             if kind not in images:
                 continue
-            data = images[kind]
             stacked = kind == "samples"
+            data = self._lift(run, images[kind], stacked)
             colour = record.rgb and kind not in ("error", "std", "mask")
-            kwargs: dict[str, Any] = {
-                "scale": (1.0, *scale) if stacked else scale,
-                "translate": (0.0, *translate) if stacked else translate,
-            }
+            kwargs: dict[str, Any] = self._geometry(run, stacked)
             if kind in COLOUR_MAPS:
                 kwargs.update(colormap=COLOUR_MAPS[kind], contrast_limits=(0.0, _high(data, 99.5)))
             elif kind == "mask":
@@ -120,18 +173,25 @@ class LayerPublisher:
             metadata = {"rcgan": run.info(kind)}
             if stacked:
                 metadata[ARRAYS_KEY] = stash
-            run.layers[kind] = self._place(previous.pop(kind, None), data, LAYER_NAMES[kind],
-                                           colour, metadata, kwargs)
+            previous_layer = previous.pop(kind, None)
+            layer = self._place(previous_layer, data, layer_name(run, kind), colour, metadata,
+                                kwargs)
+            layer.colorbar.visible = kind in COLOUR_MAPS
+            if kind in HIDDEN_KINDS and layer is not previous_layer:
+                layer.visible = False
+            run.layers[kind] = layer
         for layer in previous.values():  # kinds this run does not have (no reference)
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
+        self._label_axes(run)
 
     def _place(self, layer: Image | None, data: np.ndarray, name: str, colour: bool,
                metadata: dict, kwargs: dict) -> Image:
         if layer is not None and layer.rgb == colour and layer.data.ndim == data.ndim:
-            layer.data = data
-            for key, value in kwargs.items():
-                setattr(layer, key, value)
+            self._assign(layer, data)
+            for key, value in kwargs.items():  # each change costs napari events: only changes
+                if not _same(getattr(layer, key), value):
+                    setattr(layer, key, value)
             layer.metadata = metadata
             layer.name = name
             return layer
@@ -139,47 +199,97 @@ class LayerPublisher:
             self.viewer.layers.remove(layer)
         return self.viewer.add_image(data, name=name, rgb=colour, metadata=metadata, **kwargs)
 
-    def update(self, run: SamplingRun, update: Update) -> None:
-        """Assign an update's arrays to the existing layers (in place, no new layers)."""
-        layers = run.layers
-        if "samples" in layers:
-            layers["samples"].data = update.samples
-        self.show_explored(run, update.explored)
+    def _label_axes(self, run: SamplingRun) -> None:
+        """Name the viewer's sample and slice axes when they are still unnamed."""
+        dims = self.viewer.dims
+        if run.slice_axis is None or dims.ndim != 4:
+            return
+        if all(label.lstrip("-").isdigit() for label in dims.axis_labels):
+            dims.axis_labels = ("sample", "slice", "y", "x")
 
-    def show_explored(self, run: SamplingRun, arrays: dict[str, np.ndarray]) -> None:
-        """New mean / SD / error (and P-dependent extras) data for the explorer's P."""
+    def update(self, run: SamplingRun, update: Update, shown: int) -> None:
+        """Show an update in the existing layers.
+
+        While sampling only what is on screen is redrawn (the top visible result layer, or
+        every visible one in grid view); the other arrays are written in place and drawn at
+        the final update, which also replaces the sample buffer by the drawn samples and names
+        the layers. The sample buffer is the samples layer's data already (filled in place by
+        the worker): it is redrawn when the sample on screen is new. ``shown``: samples drawn at
+        the last update."""
+        on_screen = None if update.final else self._on_screen(run)
+        layer = run.layers.get("samples")
+        if layer is not None and layer in self.viewer.layers:
+            if update.final or layer.data.shape[0] != update.samples.shape[0]:
+                layer.data = self._lift(run, update.samples, True)
+            elif layer in on_screen and shown <= self._sample_on_screen(layer) < update.drawn:
+                layer.refresh()
+        self.show_explored(run, update.explored, describe=update.final, only=on_screen)
+
+    def _on_screen(self, run: SamplingRun) -> set[Image]:
+        """The run's layers the user sees: the visible ones in grid view, else the top visible
+        result layer (it covers the others)."""
+        layers = [layer for layer in self.viewer.layers
+                  if layer in run.layers.values() and layer.visible]
+        if self._grid().enabled:
+            return set(layers)
+        return set(layers[-1:])
+
+    def _grid(self) -> Any:
+        canvas = getattr(self.viewer, "canvas", None)  # napari ≥ 0.9: viewer.canvas.grid
+        return canvas.grid if canvas is not None and hasattr(canvas, "grid") else self.viewer.grid
+
+    @staticmethod
+    def _assign(layer: Image, data: np.ndarray, redraw: bool = True) -> None:
+        """New values for a layer: written into its array (and redrawn) when the shape fits
+        (napari's ``data`` setter recomputes the whole viewer's dimensions: ~10× slower)."""
+        current = layer.data
+        if (isinstance(current, np.ndarray) and current.shape == data.shape
+                and current.dtype == data.dtype and current.flags.writeable):
+            np.copyto(current, data)
+            if redraw:
+                layer.refresh()
+        else:
+            layer.data = data
+
+    def _sample_on_screen(self, layer: Image) -> int:
+        try:
+            return int(round(float(layer.world_to_data(self.viewer.dims.point)[0])))
+        except (IndexError, ValueError, TypeError):
+            return 0
+
+    def show_explored(self, run: SamplingRun, arrays: dict[str, np.ndarray],
+                      describe: bool = True, only: set[Image] | None = None) -> None:
+        """New mean / SD / error (and P-dependent extras) data for the explorer's P; with
+        ``describe`` also their metadata and names (not while streaming: fewer events). Layers
+        not in ``only`` (when given) get their new values without a redraw."""
         for kind, data in arrays.items():
             layer = run.layers.get(kind)
             if layer is not None and layer in self.viewer.layers:
-                layer.data = data
-                layer.metadata["rcgan"] = run.info(kind)
+                self._assign(layer, self._lift(run, data, False),
+                             redraw=only is None or layer in only)
+                if describe:
+                    layer.metadata["rcgan"] = run.info(kind)
+                    layer.name = layer_name(run, kind)
 
     def publish_extras(self, run: SamplingRun) -> None:
         """Layers for the outputs features added to the run (``record.extras`` with a title)."""
-        scale, translate = run.placement
         for name, output in run.record.extras.items():
             data = output.value(run.P)
             if not output.title or data is None:
                 continue
-            kwargs: dict[str, Any] = {"scale": scale, "translate": translate,
-                                      "colormap": output.colormap}
-            if data.ndim == 3 and not (data.shape[-1] == 3):
-                kwargs["scale"], kwargs["translate"] = (1.0, *scale), (0.0, *translate)
-            metadata = {"rcgan": run.info(name)}
-            layer = self._place(run.layers.get(name), np.asarray(data), output.title, False,
-                                metadata, kwargs)
-            if output.colorbar:
-                layer.colorbar.visible = True
+            stacked = data.ndim == 3 and data.shape[-1] != 3
+            kwargs: dict[str, Any] = self._geometry(run, stacked)
+            kwargs["colormap"] = output.colormap
+            layer = self._place(run.layers.get(name), self._lift(run, np.asarray(data), stacked),
+                                layer_name(run, name), False, {"rcgan": run.info(name)}, kwargs)
+            layer.colorbar.visible = output.colorbar
             run.layers[name] = layer
 
-    def mark_partial(self, run: SamplingRun) -> None:
-        for kind, layer in run.layers.items():
-            base = LAYER_NAMES.get(kind) or layer.name
-            layer.name = f"{base} (partial)"
-
-    def refresh_metadata(self, run: SamplingRun) -> None:
+    def refresh(self, run: SamplingRun) -> None:
+        """Names and metadata after a run finished (partial runs say so)."""
         for kind, layer in run.layers.items():
             layer.metadata["rcgan"] = run.info(kind)
+            layer.name = layer_name(run, kind)
 
     def fit_contrast(self, run: SamplingRun) -> None:
         """Error/SD contrast from the full average, so the maps visibly change with P."""
@@ -194,6 +304,24 @@ class LayerPublisher:
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         run.layers.clear()
+
+    # grid view ------------------------------------------------------------------------------
+
+    def grid(self, enabled: bool, run: SamplingRun | None) -> None:
+        """Side by side: only ``run``'s result layers (all of them), each named; the camera
+        reset. Off: the visibility each layer had before comes back."""
+        grid = self._grid()
+        shown = set(run.layers.values()) if run is not None else set()
+        for layer in self.viewer.layers:
+            if enabled and shown and (layer in shown) != layer.visible:
+                layer.metadata[GRID_TOGGLED_KEY] = True
+                layer.visible = layer in shown
+            elif not enabled and layer.metadata.pop(GRID_TOGGLED_KEY, False):
+                layer.visible = not layer.visible
+            if layer in shown:
+                layer.name_overlay.visible = enabled
+        grid.enabled = bool(enabled)
+        self.viewer.reset_view()
 
     # mask preview ---------------------------------------------------------------------------
 

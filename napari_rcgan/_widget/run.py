@@ -22,11 +22,12 @@ from napari.qt.threading import thread_worker
 from napari_rcgan import stats
 from napari_rcgan._widget.explorer import curve_metrics
 from napari_rcgan.errors import RcganError
+from napari_rcgan.schema import SLICE_AXIS_KEY
 from napari_rcgan.session import RunResult, SamplingRequest, Session
 
 logger = logging.getLogger(__name__)
 
-UPDATE_INTERVAL_S = 0.25
+UPDATE_INTERVAL_S = 0.5
 """Shortest time between two layer updates while sampling (a few redraws per second)."""
 
 
@@ -37,6 +38,9 @@ class SamplingRun:
     Attributes:
         record: the engine's result (sample stack with prefix sums, inputs, schema), set when
             the first chunk arrives.
+        placement: 2-D scale and translate putting the results over the input.
+        slice_axis: scale and position of the input's slice axis where the results sit (MRI
+            volumes), or None: the layers then have no slice axis.
         layers: the result layers by kind (``"samples"``, ``"mean"``, ...).
         P: the P the explorer currently shows (mean, SD and error are of the first P samples).
         metrics: PSNR (dB) and SSIM of the P-average by P (when there is a reference).
@@ -46,6 +50,7 @@ class SamplingRun:
     request: SamplingRequest
     input_name: str
     placement: tuple[tuple[float, float], tuple[float, float]]
+    slice_axis: tuple[float, float] | None = None
     record: RunResult | None = None
     layers: dict[str, Any] = field(default_factory=dict)
     finished: bool = False
@@ -102,8 +107,11 @@ class SamplingRun:
 
     def info(self, kind: str) -> dict[str, Any]:
         """The ``metadata["rcgan"]`` of the layer of ``kind`` (the schema's layer info)."""
-        return self.record.layer_info(kind, self.P or None, input_name=self.input_name,
+        info = self.record.layer_info(kind, self.P or None, input_name=self.input_name,
                                       run=self.run_id)
+        if self.slice_axis is not None:
+            info[SLICE_AXIS_KEY] = True
+        return info
 
     def metric(self, P: int) -> tuple[float, float] | None:
         """PSNR and SSIM of the first-P average against the reference (cached)."""
@@ -117,8 +125,9 @@ class SamplingRun:
 
 @dataclass
 class Update:
-    """What the GUI shows after some chunks: the first ``drawn`` samples and their statistics
-    (``mean``, ``std`` and ``error``, computed in the worker)."""
+    """What the GUI shows after some chunks: the sample buffer (all P rows, the first
+    ``drawn`` filled; the worker fills it in place) and the statistics of the ``drawn``
+    samples (``mean``, ``std`` and ``error``, computed in the worker)."""
 
     drawn: int
     samples: np.ndarray
@@ -127,7 +136,8 @@ class Update:
 
 
 def _update(record: RunResult, final: bool = False) -> Update:
-    return Update(record.drawn, record.stack.samples, record.explored(grey_maps=True), final)
+    samples = record.stack.samples if final else record.stack.buffer
+    return Update(record.drawn, samples, record.explored(grey_maps=True), final)
 
 
 @thread_worker(start_thread=False, ignore_errors=True)

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from napari_rcgan._widget.controls import Controls, task_of, wrappable
 from napari_rcgan._widget.explorer import Explorer, curve_points
-from napari_rcgan._widget.layers import LayerPublisher, is_ours, placement
+from napari_rcgan._widget.layers import LayerPublisher, is_ours, placement, slice_axis
 from napari_rcgan._widget.run import SamplingRun, Update, sampling_job
 from napari_rcgan.errors import ParameterError, RcganError
 from napari_rcgan.session import Session, input_pixel_scale
@@ -31,6 +31,18 @@ if TYPE_CHECKING:
     import napari
 
 _run_ids = itertools.count(1)
+GUI_RESERVED_CORES = 1
+"""CPU cores left to the GUI thread when the worker chooses torch's intra-op threads."""
+
+
+class _Lifetime:
+    """What must outlive the widget's C++ object: the cancel flag of the running run."""
+
+    def __init__(self) -> None:
+        self.cancel = threading.Event()
+
+    def close(self, *_: Any) -> None:
+        self.cancel.set()
 
 
 class PosteriorSamplerWidget(QWidget):
@@ -44,14 +56,15 @@ class PosteriorSamplerWidget(QWidget):
     def __init__(self, napari_viewer: napari.viewer.Viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.viewer = napari_viewer
-        self.session = Session()
+        self.session = Session(reserved_cores=GUI_RESERVED_CORES)
         self.result: SamplingRun | None = None
         self.last_error: str | None = None
         self._worker = None
-        self._cancel = threading.Event()
+        self._lifetime = _Lifetime()
         self._run: SamplingRun | None = None
         self._outcome: tuple[str, Any] | None = None
         self._create_preview = True
+        self._input_removed = False
 
         layout = QVBoxLayout(self)
         self.controls = Controls(napari_viewer)
@@ -70,7 +83,14 @@ class PosteriorSamplerWidget(QWidget):
         events = self.viewer.layers.events
         events.inserted.connect(self._on_layers_changed)
         events.removed.connect(self._on_layers_changed)
+        self.viewer.dims.events.current_step.connect(self._on_dims_changed)
+        # closing the viewer deletes the widget: the running run stops within one chunk
+        self.destroyed.connect(self._lifetime.close)
         self.controls.refresh_layer_choices()
+
+    @property
+    def _cancel(self) -> threading.Event:
+        return self._lifetime.cancel
 
     def _alias_fields(self) -> None:
         """The fields scripts and tests use, as attributes of the widget."""
@@ -116,6 +136,10 @@ class PosteriorSamplerWidget(QWidget):
         if event is not None and is_ours(getattr(event, "value", None)):
             return  # our result / preview layers are never inputs, masks or holes
         removal = getattr(event, "type", "") == "removed"
+        run = self._run
+        if removal and run is not None and getattr(event.value, "name", None) == run.input_name:
+            self._input_removed = True
+            self.cancel()
         self._create_preview = not removal
         try:
             self.controls.refresh_layer_choices()
@@ -125,6 +149,13 @@ class PosteriorSamplerWidget(QWidget):
             pass
         finally:
             self._create_preview = True
+
+    def _on_dims_changed(self, event: Any = None) -> None:
+        """The slice box follows the viewer's slice slider (and can still be set by hand)."""
+        try:
+            self.controls.follow_slice()
+        except RuntimeError:  # the Qt side is gone (viewer closing)
+            pass
 
     def _update_mask_preview(self) -> None:
         layer = self.controls.input_layer()
@@ -143,9 +174,7 @@ class PosteriorSamplerWidget(QWidget):
         self.layers.preview(mask, layer, self._create_preview)
 
     def _on_grid_toggled(self, checked: bool) -> None:
-        canvas = getattr(self.viewer, "canvas", None)  # napari ≥ 0.9: viewer.canvas.grid
-        grid = canvas.grid if canvas is not None and hasattr(canvas, "grid") else self.viewer.grid
-        grid.enabled = bool(checked)
+        self.layers.grid(bool(checked), self.result)
 
     # running ----------------------------------------------------------------------------------
 
@@ -229,11 +258,14 @@ class PosteriorSamplerWidget(QWidget):
         except (RcganError, ValueError) as error:
             self._fail(str(error))
             return False
+        task = request.resolved_task
         run = SamplingRun(
             run_id=next(_run_ids), request=request, input_name=layer.name,
-            placement=placement(layer, request.resolved_task, size, pixel_scale),
+            placement=placement(layer, task, size, pixel_scale),
+            slice_axis=slice_axis(layer, task, request.slice),
         )
-        self._cancel = threading.Event()
+        self._lifetime.cancel = threading.Event()
+        self._input_removed = False
         self._run = run
         worker = sampling_job(self.session, run, self._cancel)
         worker.yielded.connect(self._on_yielded)
@@ -245,19 +277,19 @@ class PosteriorSamplerWidget(QWidget):
         self.cancel_button.setEnabled(True)
         self.progress.setRange(0, request.P)
         self.progress.setValue(0)
+        self.progress.setFormat("%v of %m samples")
         self.status_label.setText(f"loading weights {request.resolved_weights} and measuring…")
         worker.start()
         return True
 
     def _show(self, run: SamplingRun, update: Update) -> None:
         """Put an update on screen: new layers at the first one, new data afterwards."""
-        run.P = update.drawn
+        shown, run.P = run.P, update.drawn
         if not run.layers:
             self.layers.create(run, update)
         else:
-            self.layers.update(run, update)
-        self.progress.setValue(update.drawn)
-        self.status_label.setText(f"{update.drawn} of {run.requested} samples")
+            self.layers.update(run, update, shown)
+        self.progress.setValue(update.drawn)  # its text says "n of P samples"; no relayout
         self.chunk_received.emit(update.drawn)
 
     def _on_yielded(self, update: Update) -> None:
@@ -277,6 +309,13 @@ class PosteriorSamplerWidget(QWidget):
         self.sample_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         try:
+            if self._input_removed:
+                self.layers.discard(run)
+                self._outcome = ("cancelled", None)
+                self.status_label.setText("the input layer was removed: sampling stopped")
+                show_info("rcGAN sampling stopped: its input layer was removed")
+                self.run_finished.emit(None)
+                return
             if outcome[0] == "error":
                 self.layers.discard(run)
                 self._fail(outcome[1])
@@ -299,9 +338,7 @@ class PosteriorSamplerWidget(QWidget):
         run.finished = True
         self.result = run
         self.layers.publish_extras(run)
-        if run.partial:
-            self.layers.mark_partial(run)
-        self.layers.refresh_metadata(run)
+        self.layers.refresh(run)
         self.layers.fit_contrast(run)
         self.explorer.reset(run)
         self.explorer.show_P(run, run.drawn)

@@ -350,10 +350,8 @@ def test_screenshot_of_widget_after_sampling(make_napari_viewer, data, tmp_path)
     result = widget.run_sampling(P=16, R=4, seed=0, weights="mri", device="cpu")
     assert result is not None, widget.last_error
     widget.P_slider.setValue(max(1, result.drawn // 2))
-    source.visible = False
-    viewer.layers[PREVIEW_NAME].visible = False
-    widget.grid_check.setChecked(True)
-    viewer.reset_view()
+    widget.grid_check.setChecked(True)  # only the named result layers, camera reset
+    assert not source.visible and not viewer.layers[PREVIEW_NAME].visible
     for _ in range(5):
         viewer.window._qt_window.repaint()
         from qtpy.QtWidgets import QApplication

@@ -154,7 +154,7 @@ def test_grid_shows_only_the_named_result_layers_and_comes_back(viewer_widget, d
 def test_dock_fits_a_laptop_screen(viewer_widget, data):
     viewer, widget = viewer_widget
     open_file(viewer, data["mri"])
-    widget.run_sampling(P=2, R=4, weights="mri", device="cpu")
+    assert widget.run_sampling(P=2, R=4, weights=data["mri_weights"], device="cpu") is not None
     assert widget.sizeHint().height() <= MAX_DOCK_HEIGHT, widget.sizeHint()
     assert widget.minimumSizeHint().height() <= MAX_DOCK_HEIGHT
     assert "image size" in widget.weights_info.toolTip(), "the weights' details are a tooltip"

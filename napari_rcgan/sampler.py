@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from napari_rcgan.backends import make_backend, weights_fingerprint
 from napari_rcgan.errors import (
     MaskError,
     NumericalError,
@@ -262,6 +263,8 @@ class PosteriorSamples:
     weights: str
     complete: bool = True
     timings: dict[str, float] = field(default_factory=dict)
+    backend: str = "torch"
+    precision: str = "fp32"
 
     @property
     def P(self) -> int:
@@ -356,17 +359,42 @@ class PosteriorSampler:
         weights: a :class:`Weights`, a path, a bundled name (``mri``, ``faces``) or
             ``random:mri`` / ``random:inpainting`` / ``random:comodgan``.
         device: ``"auto"`` (CUDA, then MPS, then CPU) or a torch device name.
+        backend: ``"auto"`` (OpenVINO on the CPU when installed, else torch), ``"torch"`` or
+            ``"openvino"``; see :mod:`napari_rcgan.backends`.
+        precision: ``"auto"`` (bf16 where the hardware has it natively, else fp32), ``"fp32"``
+            or ``"bf16"``.
     """
 
-    def __init__(self, weights: str | os.PathLike | Weights = "mri", device: str = "auto") -> None:
+    def __init__(
+        self,
+        weights: str | os.PathLike | Weights = "mri",
+        device: str = "auto",
+        backend: str = "auto",
+        precision: str = "auto",
+    ) -> None:
         self.weights = weights if isinstance(weights, Weights) else load_weights(weights)
         self.metadata = self.weights.metadata
         self.device = resolve_device(device)
-        generator = self.weights.build_generator().to(self.device)
-        if self._channels_last:
-            generator = generator.to(memory_format=torch.channels_last)
-        self.generator = generator
+        self.generator = self.weights.build_generator().to(self.device)
+        self.backend = make_backend(
+            self.generator, self.device, backend, precision, fingerprint=self._fingerprint
+        )
         self._sense_cache: dict[tuple, torch.Tensor] = {}
+
+    def _fingerprint(self) -> str:
+        """The OpenVINO cache key of these weights: their architecture and tensors."""
+        meta = self.metadata
+        architecture = (
+            meta.task, meta.architecture, meta.image_size, meta.channels, meta.base_width,
+            meta.num_pool_layers, meta.input_skip, meta.latent_dim, meta.mapping_layers,
+            meta.channel_base, meta.channel_max,
+        )
+        return f"{architecture}:{weights_fingerprint(self.generator)}"
+
+    @property
+    def precision(self) -> str:
+        """``"fp32"`` or ``"bf16"``: the precision the generator runs in."""
+        return self.backend.precision
 
     @property
     def name(self) -> str:
@@ -453,11 +481,6 @@ class PosteriorSampler:
         tensor = torch.from_numpy(np.ascontiguousarray(np.moveaxis(array, -1, 0)))
         return InpaintingMeasurement(tensor, hole, has_reference, source=source)
 
-    @property
-    def _channels_last(self) -> bool:
-        """Channels-last convolutions: faster with cuDNN and with oneDNN on the CPU."""
-        return self.device.type in ("cuda", "cpu")
-
     def _default_chunk(self, P: int) -> int:
         """Batches help GPUs; on a CPU one sample per forward pass is fastest (measured)."""
         return min(P, 32) if self.device.type == "cuda" else 1
@@ -466,22 +489,8 @@ class PosteriorSampler:
         self, network_input: torch.Tensor, seed: int, start: int, count: int
     ) -> torch.Tensor:
         shape = self.generator.code_shape(*network_input.shape[-2:])
-        codes = self._on_device(
-            torch.stack([code_vector(seed, start + i, shape) for i in range(count)])
-        )
-        condition = self._on_device(network_input.expand(count, -1, -1, -1))
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    return self.generator.sample(condition, codes).float()
-            return self.generator.sample(condition, codes)
-
-    def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
-        """``tensor`` on the sampler's device, channels-last when it is an image batch."""
-        tensor = tensor.to(self.device)
-        if self._channels_last and tensor.ndim == 4:
-            tensor = tensor.contiguous(memory_format=torch.channels_last)
-        return tensor
+        codes = torch.stack([code_vector(seed, start + i, shape) for i in range(count)])
+        return self.backend(network_input.expand(count, -1, -1, -1), codes)
 
     def _check_finite(
         self,
@@ -570,6 +579,10 @@ class PosteriorSampler:
                 progress(len(stack), P)
         if stack is None:
             raise SamplingCancelled("sampling was cancelled before the first samples were drawn")
+        timings = {"first_chunk_s": first, "total_s": time.perf_counter() - started}
+        conversion = self.backend.pop_conversion_time()
+        if conversion is not None:
+            timings["conversion_s"] = conversion
         return PosteriorSamples(
             measurement=measurement,
             stack=stack,
@@ -578,7 +591,9 @@ class PosteriorSampler:
             requested=P,
             weights=self.name,
             complete=len(stack) == P,
-            timings={"first_chunk_s": first, "total_s": time.perf_counter() - started},
+            timings=timings,
+            backend=self.backend.name,
+            precision=self.precision,
         )
 
 

@@ -43,6 +43,7 @@ def test_sample_on_raw_fastmri_file_writes_the_documented_outputs(
     assert attrs["task"] == "mri" and attrs["P"] == 4 and attrs["seed"] == 3
     assert attrs["mask_kind"] == "gro" and attrs["R"] == pytest.approx(8, rel=0.05)
     assert attrs["weights"] == str(mri_weights_384)
+    assert attrs["backend"] in ("torch", "openvino") and attrs["precision"] in ("fp32", "bf16")
     pngs = list(figures.glob("*.png"))
     assert len(pngs) == 1
     figure = np.asarray(Image.open(pngs[0]).convert("L"), dtype=np.float32)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_rcgan.backends import TorchBackend
 from napari_rcgan.errors import MaskError, ParameterError, SamplingCancelled, WeightsError
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.physics.fft import fft2c
@@ -111,11 +112,11 @@ class OutOfMemoryAbove(torch.nn.Module):
 
 
 def test_out_of_memory_halves_the_chunk_and_continues(mri_weights_64, kspace_64):
-    sampler = PosteriorSampler(mri_weights_64, device="cpu")
+    sampler = PosteriorSampler(mri_weights_64, device="cpu", backend="torch", precision="fp32")
     measurement = sampler.measure_mri(kspace_64, R=4)
     expected = sampler.sample(measurement, P=4, seed=1, chunk_size=4).images
     wrapper = OutOfMemoryAbove(sampler.generator, limit=1)
-    sampler.generator = wrapper
+    sampler.backend = TorchBackend(wrapper, sampler.device, "fp32")
     result = sampler.sample(measurement, P=4, seed=1, chunk_size=4)
     assert wrapper.batches[:3] == [4, 2, 1] and result.P == 4
     torch.testing.assert_close(result.images, expected, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,184 @@
+"""Inference backends: agreement with eager fp32, precision rules, the OpenVINO cache, bad input."""
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from napari_rcgan import backends
+from napari_rcgan.backends import (
+    BackendWarning,
+    OpenVINOBackend,
+    cpu_flags,
+    cpu_has_bf16,
+    make_backend,
+    openvino_available,
+    resolve_precision,
+)
+from napari_rcgan.errors import ParameterError
+from napari_rcgan.io import FastMRIFile
+from napari_rcgan.sampler import PosteriorSampler
+from napari_rcgan.weights import Weights, WeightsMetadata, build_generator, load_weights
+from tests.reference_rcgan import randomize_batchnorm
+
+CPU = torch.device("cpu")
+needs_openvino = pytest.mark.skipif(
+    not openvino_available(), reason="needs the extra: pip install 'napari-rcgan[openvino]'"
+)
+needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
+BACKENDS = ["torch", pytest.param("openvino", marks=needs_openvino)]
+
+
+def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """max |y − y_eager| / max |y_eager|."""
+    return float((output - reference).abs().max() / reference.abs().max())
+
+
+def random_weights(width: int, size: int, seed: int) -> Weights:
+    """A random MRI generator (8 coils) with non-trivial BatchNorm statistics."""
+    metadata = WeightsMetadata(task="mri", image_size=[size, size], channels=8, base_width=width)
+    torch.manual_seed(seed)
+    generator = build_generator(metadata)
+    randomize_batchnorm(generator, seed)
+    return Weights(metadata, generator.state_dict(), f"random width {width}")
+
+
+def network_batch(weights: Weights, count: int = 1, seed: int = 0) -> torch.Tensor:
+    shape = (count, weights.metadata.in_channels, *weights.metadata.image_size)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def eager(weights: Weights, batch: torch.Tensor) -> torch.Tensor:
+    """The reference: a plain fp32 module in contiguous memory format."""
+    with torch.inference_mode():
+        return weights.build_generator()(batch)
+
+
+@pytest.fixture(scope="module")
+def demo() -> Weights:
+    return load_weights("mri")
+
+
+@pytest.fixture(scope="module")
+def width32() -> Weights:
+    return random_weights(32, 64, seed=3)
+
+
+class Unconvertible(torch.nn.Module):
+    """The generator plus an exactly-zero SVD term: OpenVINO has no rule for aten::linalg_svd."""
+
+    def __init__(self, generator: torch.nn.Module) -> None:
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.generator(batch) + 0 * torch.linalg.svd(batch[0, 0])[1].sum()
+
+
+@pytest.mark.parametrize("weights_name", ["demo", "width32"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp32_backends_agree_with_eager_to_1e5(request, weights_name, backend):
+    weights = request.getfixturevalue(weights_name)
+    batch = network_batch(weights)
+    runner = make_backend(weights.build_generator(), CPU, backend, "fp32")
+    assert (runner.name, runner.precision) == (backend, "fp32")
+    output = runner(batch)
+    reference = eager(weights, batch)
+    assert output.dtype == torch.float32 and output.shape == reference.shape
+    assert relative_error(output, reference) <= 1e-5
+
+
+@needs_bf16
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bf16_really_runs_in_bf16_and_stays_close(demo, backend):
+    batch = network_batch(demo)
+    runner = make_backend(demo.build_generator(), CPU, backend, "bf16")
+    error = relative_error(runner(batch), eager(demo, batch))
+    assert 1e-4 < error < 3e-2, "bf16 rounding must show (not fp32), yet stay small"
+
+
+@needs_openvino
+def test_openvino_precision_hint_is_always_explicit(demo):
+    import openvino
+
+    shape = tuple(network_batch(demo).shape)
+    fp32 = OpenVINOBackend(demo.build_generator(), "fp32").compiled_model(shape)
+    assert fp32.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
+    if cpu_has_bf16():
+        bf16 = OpenVINOBackend(demo.build_generator(), "bf16").compiled_model(shape)
+        assert bf16.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.bf16
+
+
+@needs_openvino
+def test_sampler_converts_once_per_weights_shape_and_precision(small_fastmri_file):
+    weights = random_weights(8, 64, seed=11)  # weights no other test converts
+    kspace = FastMRIFile.open(small_fastmri_file).read_kspace(0)
+    first = PosteriorSampler(weights, device="cpu", backend="openvino", precision="fp32")
+    measurement = first.measure_mri(kspace, R=4)
+    result = first.sample(measurement, P=3, seed=2)
+    assert (result.backend, result.precision) == ("openvino", "fp32")
+    assert result.timings["conversion_s"] > 0
+    assert "conversion_s" not in first.sample(measurement, P=2).timings, "reported once"
+    second = PosteriorSampler(weights, device="cpu", backend="openvino", precision="fp32")
+    again = second.sample(measurement, P=3, seed=2)
+    assert "conversion_s" not in again.timings, "a new sampler of the same weights reuses it"
+    shape = (1, weights.metadata.in_channels, 64, 64)
+    assert first.backend.compiled_model(shape) is second.backend.compiled_model(shape)
+    assert "conversion_s" in first.sample(measurement, P=2, chunk_size=2).timings, "new shape"
+    eager_result = PosteriorSampler(weights, "cpu", "torch", "fp32").sample(measurement, 3, 2)
+    np.testing.assert_allclose(
+        result.stack.samples, eager_result.stack.samples, rtol=0, atol=1e-5 * result.stack.samples.max()
+    )
+
+
+@needs_openvino
+def test_conversion_failure_falls_back_to_torch_with_a_one_line_warning(width32):
+    runner = OpenVINOBackend(Unconvertible(width32.build_generator()), "fp32")
+    batch = network_batch(width32)
+    with pytest.warns(BackendWarning) as record:
+        output = runner(batch)
+    message = str(record[0].message)
+    assert "\n" not in message
+    assert message.startswith("OpenVINO conversion failed (") and "aten::linalg_svd" in message
+    assert runner.name == "torch" and runner.failure
+    assert relative_error(output, eager(width32, batch)) <= 1e-5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        runner(batch)  # warned once; no second conversion attempt
+
+
+def test_openvino_without_the_extra_says_how_to_install(monkeypatch, width32):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now fails
+    assert not openvino_available()
+    with pytest.raises(ParameterError) as error:
+        PosteriorSampler(width32, device="cpu", backend="openvino")
+    assert "\n" not in str(error.value)
+    assert "pip install 'napari-rcgan[openvino]'" in str(error.value)
+    assert PosteriorSampler(width32, device="cpu", backend="auto").backend.name == "torch"
+
+
+def test_bf16_on_a_cpu_without_it_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", CPU) == "fp32"
+    assert resolve_precision("fp32", CPU) == "fp32"
+    with pytest.raises(ParameterError, match="no native bf16") as error:
+        resolve_precision("bf16", CPU)
+    assert "\n" not in str(error.value)
+
+
+def test_auto_precision_follows_the_cpu_flags():
+    flags = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f amx_bf16 amx_tile\n\nprocessor\t: 1\n"
+    assert {"amx_bf16", "avx2"} <= cpu_flags(flags)
+    assert cpu_flags("processor\t: 0\nvendor_id\t: ARM\n") == set()
+    probe = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    assert cpu_has_bf16() == probe, "/proc/cpuinfo and torch's probe agree on this machine"
+    assert resolve_precision("auto", CPU) == ("bf16" if cpu_has_bf16() else "fp32")
+
+
+def test_unknown_backend_or_precision_is_rejected(width32):
+    with pytest.raises(ParameterError, match="backend 'tensorrt'"):
+        PosteriorSampler(width32, device="cpu", backend="tensorrt")
+    with pytest.raises(ParameterError, match="precision 'fp16'"):
+        PosteriorSampler(width32, device="cpu", precision="fp16")

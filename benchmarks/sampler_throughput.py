@@ -108,20 +108,33 @@ def cpu_configurations() -> list[tuple[str, str]]:
     return [(backend, precision) for backend in backends for precision in precisions]
 
 
-def agreement(sampler: PosteriorSampler, reference: torch.nn.Module) -> float:
-    """max |y − y_eager| / max |y_eager| of the generator output for one random batch."""
+def network_batch(sampler: PosteriorSampler) -> torch.Tensor:
+    """One random generator input ``(1, C_in, H, W)``."""
     metadata = sampler.metadata
     shape = (1, metadata.in_channels, *metadata.image_size)
-    batch = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    return torch.randn(shape, generator=torch.Generator().manual_seed(2))
+
+
+def agreement(sampler: PosteriorSampler, reference: torch.nn.Module) -> float:
+    """max |y − y_eager| / max |y_eager| of the generator output for one random batch."""
+    batch = network_batch(sampler)
     with torch.inference_mode():
         expected = reference(batch)
     return float((sampler.backend(batch) - expected).abs().max() / expected.abs().max())
 
 
+def forward_seconds(run, batch: torch.Tensor, repeats: int, clock) -> float:
+    """Median seconds of one generator forward pass alone (no code vectors, no finishing)."""
+    with torch.inference_mode():
+        run(batch)
+        return time_call(lambda: run(batch), torch.device("cpu"), max(repeats, 5), clock)
+
+
 def cpu_row(
     model: str, P: int, size: int, coils: int, repeats: int, clock
 ) -> tuple[str, list[str]]:
-    """A Markdown table row: reference ms/sample, then ratio (ms/sample, error) per backend."""
+    """A Markdown table row: reference ms/sample, then per backend the ratio per sample (ms per
+    sample; ratio of the generator forward alone; agreement error)."""
     weights = model_weights(model, size, coils)
     reference = PosteriorSampler(weights, device="cpu", backend="torch", precision="fp32")
     measurement = model_measurement(reference)
@@ -130,7 +143,10 @@ def cpu_row(
         lambda: reference_way(reference, measurement, P, 0), reference.device, repeats, clock
     )
     eager = weights.build_generator()
-    cells, notes = [f"{baseline / P * 1e3:.1f} ms"], []
+    batch = network_batch(reference)
+    eager_forward = forward_seconds(eager, batch, repeats, clock)
+    cells = [f"{baseline / P * 1e3:.1f} ms (forward {eager_forward * 1e3:.1f} ms)"]
+    notes = []
     for backend, precision in cpu_configurations():
         sampler = PosteriorSampler(weights, device="cpu", backend=backend, precision=precision)
         warm_up = sampler.sample(measurement, 2, chunk_size=1)  # converts (OpenVINO)
@@ -140,7 +156,11 @@ def cpu_row(
             lambda s=sampler: s.sample(measurement, P), sampler.device, repeats, clock
         )
         error = agreement(sampler, eager)
-        cells.append(f"**×{baseline / seconds:.2f}** ({seconds / P * 1e3:.1f} ms, err {error:.1e})")
+        forward = eager_forward / forward_seconds(sampler.backend, batch, repeats, clock)
+        cells.append(
+            f"**×{baseline / seconds:.2f}** ({seconds / P * 1e3:.1f} ms; forward ×{forward:.2f}; "
+            f"err {error:.1e})"
+        )
     return f"| {describe(weights)} | " + " | ".join(cells) + " |", notes
 
 
@@ -211,8 +231,10 @@ def main() -> None:
         )
         print(row, flush=True)
         notes += model_notes
-    print("ratio = reference way time / backend time for the same P samples (higher is faster); "
-          "err = max|y - y_eager| / max|y_eager| of the generator output. " + "; ".join(notes))
+    print("ratio = reference way time / backend time for the same P samples, data consistency "
+          "and coil combination included (higher is faster); forward = the same ratio for one "
+          "generator forward pass alone; err = max|y - y_eager| / max|y_eager| of the generator "
+          "output. " + "; ".join(notes))
 
 
 if __name__ == "__main__":

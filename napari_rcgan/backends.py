@@ -30,17 +30,13 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from napari_rcgan.errors import ParameterError, RcganError
+from napari_rcgan.errors import BackendWarning, ParameterError, RcganError
 
 BACKENDS = ("auto", "torch", "openvino")
 PRECISIONS = ("auto", "fp32", "bf16")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 OPENVINO_INSTALL = "pip install 'napari-rcgan[openvino]'"
 CPUINFO = Path("/proc/cpuinfo")
-
-
-class BackendWarning(UserWarning):
-    """A backend could not be used as asked and the sampler carried on with another one."""
 
 
 class Backend(Protocol):

@@ -63,6 +63,7 @@ def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
         "random:comodgan (default: mri for k-space, faces for images)",
     )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] | mps")
+    _add_backend_arguments(parser)
     parser.add_argument("--chunk", type=int, default=None, help="samples per forward pass")
     parser.add_argument(
         "--coil-combine",
@@ -99,6 +100,22 @@ def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
         "--roi", default=None, metavar="Y0,X0,Y1,X1",
         help="write the mean intensity of each sample in rows Y0..Y1-1, columns X0..X1-1 "
         "(roi_values)",
+    )
+
+
+def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--precision`` (validated by the engine, one-line errors)."""
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        help="auto | torch | openvino: what runs the generator (auto: OpenVINO on the CPU when "
+        "napari-rcgan[openvino] is installed, else torch)",
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help="auto | fp32 | bf16 (auto: bf16 where the CPU has AMX/AVX512_BF16 or the GPU has "
+        "bf16, else fp32)",
     )
 
 
@@ -152,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--mask", default="gro")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--device", default="auto")
+    _add_backend_arguments(evaluate)
     evaluate.add_argument("--max-slices", type=int, default=None)
     evaluate.add_argument("--out", required=True, help="metrics .json")
     evaluate.add_argument(
@@ -272,6 +290,8 @@ def request_from_args(args: argparse.Namespace) -> SamplingRequest:
         input=str(args.input),
         weights=args.weights,
         device=args.device,
+        backend=args.backend,
+        precision=args.precision,
         P=args.P,
         seed=args.seed,
         chunk_size=args.chunk,
@@ -313,7 +333,9 @@ def run_sample_command(args: argparse.Namespace) -> RunResult:
     check_output_path(out)
     pd_figure = check_output_path(args.pd_figure) if args.pd_figure else None
     session = Session()
-    sampler = session.sampler(request.resolved_weights, request.device)
+    sampler = session.sampler(
+        request.resolved_weights, request.device, request.backend, request.precision
+    )
     uncertainty.check_options(
         dict(request.options), sampler, session.measure(request, sampler), request.P
     )
@@ -334,7 +356,11 @@ def run_sample_command(args: argparse.Namespace) -> RunResult:
         curves = perception.pd_curves(result.stack, result.reference)
         figures[pd_figure] = perception.render_pd_figure(curves, title=figure_title(result))
     write_outputs(result, out, figures)
-    print(f"wrote {out} ({result.drawn} samples, {result.timings['total_s']:.1f} s)")
+    if "conversion_s" in result.timings:
+        print(f"converted the generator for OpenVINO ({result.precision}) in "
+              f"{result.timings['conversion_s']:.1f} s (once per process and input shape)")
+    print(f"wrote {out} ({result.drawn} samples, {result.timings['total_s']:.1f} s, "
+          f"{result.backend} {result.precision})")
     for line in uncertainty.summary_lines(result):
         print(line)
     for path in figures:

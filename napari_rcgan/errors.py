@@ -37,3 +37,7 @@ class WeightsError(RcganError):
 
 class SamplingCancelled(RcganError):
     """Sampling was cancelled by the caller before all P samples were drawn."""
+
+
+class BackendWarning(UserWarning):
+    """A backend could not be used as asked and sampling carried on with another one."""

@@ -305,7 +305,8 @@ def evaluate(
     summary = {"R" if task == "mri" else "hole": results, "slices" if task == "mri" else "images":
                len(items), "weights": sampler.name, "seed": seed, "task": task,
                "metrics": list(dict.fromkeys([*DEFAULT_METRICS, *options.metrics])),
-               "device": str(sampler.device)}
+               "device": str(sampler.device), "backend": sampler.backend.name,
+               "precision": sampler.precision}
     if task == "mri":
         summary.update(mask=mask_kind, combine=options.combine)
     if "cfid" in options.metrics:
@@ -358,7 +359,9 @@ def run_evaluate_command(args: argparse.Namespace) -> dict:
     """``napari-rcgan evaluate``: write the metrics JSON atomically and print a table."""
     out = check_output_path(args.out)
     parse_metrics(args.metrics)
-    sampler = PosteriorSampler(args.weights, device=args.device)
+    sampler = PosteriorSampler(
+        args.weights, device=args.device, backend=args.backend, precision=args.precision
+    )
     if args.task and sampler.metadata.task != args.task:
         raise WeightsError(f"{sampler.name}: --task {args.task} but these weights are for "
                            f"{sampler.metadata.task}")
@@ -368,7 +371,7 @@ def run_evaluate_command(args: argparse.Namespace) -> dict:
     with atomic_output(out) as temporary:
         temporary.write_text(json.dumps(metrics, indent=2))
     _print_table(metrics)
-    print(f"wrote {out}")
+    print(f"generator ran on {metrics['backend']} {metrics['precision']}; wrote {out}")
     if args.store_in_weights:
         from napari_rcgan.weights import update_metrics
 

@@ -7,8 +7,9 @@ the napari writer rebuilds a :class:`ResultRecord` from those layers and writes 
 
 Datasets (float32): ``samples`` ``(P, H, W[, 3])``, ``mean``, ``std``, ``zero_filled``, ``mask``
 and, with a reference, ``target`` and ``error`` ``= |mean − target|``. Attributes: ``task``,
-``R`` (NaN for inpainting), ``P``, ``seed``, ``mask_kind``, ``weights``, ``complete`` and, for
-MRI, ``slice``. ``mean``, ``std`` and ``error`` are of the first ``P`` samples: the P the file or
+``R`` (NaN for inpainting), ``P``, ``seed``, ``mask_kind``, ``weights``, ``complete``,
+``backend`` and ``precision`` (what ran the generator: ``torch``/``openvino``, ``fp32``/``bf16``)
+and, for MRI, ``slice``. ``mean``, ``std`` and ``error`` are of the first ``P`` samples: the P the file or
 the P explorer shows.
 
 Adding an output (a feature such as a self-check, intervals or principal components): put an
@@ -96,6 +97,7 @@ class ResultRecord:
         task: ``"mri"`` or ``"inpainting"``; ``R`` the achieved acceleration (None: inpainting).
         slice: the MRI slice index (None: inpainting).
         requested: the P asked for; ``complete`` False when cancelled early.
+        backend, precision: what ran the generator (``torch``/``openvino``, ``fp32``/``bf16``).
         extras / extra_attrs: outputs added by features (see the module docstring).
     """
 
@@ -111,6 +113,8 @@ class ResultRecord:
     requested: int
     slice: int | None = None
     complete: bool = True
+    backend: str = "torch"
+    precision: str = "fp32"
     extras: dict[str, Output] = field(default_factory=dict)
     extra_attrs: dict[str, Any] = field(default_factory=dict)
 
@@ -172,6 +176,8 @@ class ResultRecord:
             "mask_kind": self.mask_kind,
             "weights": str(self.weights),
             "complete": bool(self.complete),
+            "backend": self.backend,
+            "precision": self.precision,
         }
         if self.slice is not None:
             attrs["slice"] = int(self.slice)
@@ -194,6 +200,8 @@ class ResultRecord:
             "mask_kind": self.mask_kind,
             "slice": None if self.slice is None else int(self.slice),
             "partial": not self.complete,
+            "backend": self.backend,
+            "precision": self.precision,
             "samples_drawn": self.drawn,
             "requested": int(self.requested),
             "input": input_name,
@@ -232,6 +240,8 @@ def record_from_info(
         requested=int(info.get("requested", P)),
         slice=None if slice_index is None else int(slice_index),
         complete=not bool(info.get("partial", False)),
+        backend=str(info.get("backend", "torch")),
+        precision=str(info.get("precision", "fp32")),
         extras={name: Output(data=value) for name, value in (extras or {}).items()},
         extra_attrs=dict(info.get("attrs") or {}),
     )

@@ -167,6 +167,8 @@ class SamplingRequest:
         task: ``"mri"`` or ``"inpainting"``; default from ``input``.
         weights: bundled name, ``.safetensors`` path or ``random:<task>``; default: bundled.
         device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
+        backend, precision: what runs the generator (:mod:`napari_rcgan.backends`):
+            ``auto``/``torch``/``openvino`` and ``auto``/``fp32``/``bf16``.
         P, seed, chunk_size: samples to draw, their seed, samples per forward pass.
         slice, R, mask, mask_seed, coil_combine: MRI; ``mask`` is a kind (``gro``,
             ``equispaced``, ``random``) or a mask file; ``mask_array`` a user mask (a layer).
@@ -181,6 +183,8 @@ class SamplingRequest:
     task: str | None = None
     weights: str | None = None
     device: str = "auto"
+    backend: str = "auto"
+    precision: str = "auto"
     P: int = 32
     seed: int = 0
     chunk_size: int | None = None
@@ -236,7 +240,9 @@ class RunResult(ResultRecord):
 
     Attributes:
         request: the request; ``measurement`` its measurement; ``sampler`` the sampler used.
-        timings: ``first_chunk_s`` and ``total_s`` (seconds from the start of the run).
+        timings: ``first_chunk_s`` and ``total_s`` (seconds from the start of the run), and
+            ``conversion_s`` when this run converted the generator for OpenVINO (once per
+            weights, input shape and precision in a process).
     """
 
     request: SamplingRequest | None = None
@@ -273,17 +279,21 @@ class Session:
 
     def __init__(self, cache_size: int = MEASUREMENT_CACHE_SIZE, reserved_cores: int = 0) -> None:
         self.reserved_cores = reserved_cores
-        self.samplers: dict[tuple[str, str], PosteriorSampler] = {}
+        self.samplers: dict[tuple[str, str, str, str], PosteriorSampler] = {}
         self.measurements: OrderedDict[tuple, Measurement] = OrderedDict()
         self.cache_size = cache_size
         self._lock = threading.Lock()
 
-    def sampler(self, weights: str, device: str = "auto") -> PosteriorSampler:
-        """The sampler of ``weights`` on ``device`` (loaded once)."""
-        key = (str(weights), str(device))
+    def sampler(
+        self, weights: str, device: str = "auto", backend: str = "auto", precision: str = "auto"
+    ) -> PosteriorSampler:
+        """The sampler of ``weights`` on ``device`` with ``backend``/``precision`` (loaded once)."""
+        key = (str(weights), str(device), str(backend), str(precision))
         with self._lock:
             if key not in self.samplers:
-                self.samplers[key] = PosteriorSampler(weights, device=device)
+                self.samplers[key] = PosteriorSampler(
+                    weights, device=device, backend=backend, precision=precision
+                )
             return self.samplers[key]
 
     @staticmethod
@@ -366,7 +376,9 @@ class Session:
         """
         started = time.perf_counter()
         task = request.resolved_task
-        sampler = self.sampler(request.resolved_weights, request.device)
+        sampler = self.sampler(
+            request.resolved_weights, request.device, request.backend, request.precision
+        )
         if sampler.device.type == "cpu":
             apply_intra_op_threads(self.reserved_cores)
         measurement = self.measure(request, sampler)
@@ -377,6 +389,9 @@ class Session:
             if result is None:
                 result = self._new_result(request, task, sampler, measurement, chunk.display)
                 result.timings["first_chunk_s"] = time.perf_counter() - started
+                conversion = sampler.backend.pop_conversion_time()
+                if conversion is not None:
+                    result.timings["conversion_s"] = conversion
             result.stack.extend(chunk.display)
             result.complete = len(result.stack) == request.P
             result.timings["total_s"] = time.perf_counter() - started
@@ -399,6 +414,8 @@ class Session:
             requested=int(request.P),
             slice=int(request.slice) if mri else None,
             complete=False,
+            backend=sampler.backend.name,
+            precision=sampler.precision,
             request=request,
             measurement=measurement,
             sampler=sampler,

@@ -9,7 +9,6 @@ import torch
 
 from napari_rcgan import backends
 from napari_rcgan.backends import (
-    BackendWarning,
     OpenVINOBackend,
     cpu_flags,
     cpu_has_bf16,
@@ -17,7 +16,7 @@ from napari_rcgan.backends import (
     openvino_available,
     resolve_precision,
 )
-from napari_rcgan.errors import ParameterError
+from napari_rcgan.errors import BackendWarning, ParameterError
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.sampler import PosteriorSampler
 from napari_rcgan.weights import Weights, WeightsMetadata, build_generator, load_weights
@@ -147,6 +146,18 @@ def test_conversion_failure_falls_back_to_torch_with_a_one_line_warning(width32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         runner(batch)  # warned once; no second conversion attempt
+
+
+@needs_openvino
+def test_a_run_whose_conversion_fails_is_labelled_torch(small_fastmri_file, mri_weights_64):
+    sampler = PosteriorSampler(mri_weights_64, device="cpu", backend="torch", precision="fp32")
+    measurement = sampler.measure_mri(FastMRIFile.open(small_fastmri_file).read_kspace(0), R=4)
+    expected = sampler.sample(measurement, P=2, seed=4)
+    sampler.backend = OpenVINOBackend(Unconvertible(sampler.generator), "fp32")
+    with pytest.warns(BackendWarning, match="linalg_svd"):
+        result = sampler.sample(measurement, P=2, seed=4)
+    assert (result.backend, result.precision) == ("torch", "fp32")
+    np.testing.assert_allclose(result.stack.samples, expected.stack.samples, rtol=1e-5, atol=1e-6)
 
 
 def test_openvino_without_the_extra_says_how_to_install(monkeypatch, width32):

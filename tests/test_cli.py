@@ -207,3 +207,40 @@ def test_sample_outside_the_trained_r_range_warns_and_records_it(small_fastmri_f
     assert "warning" not in capsys.readouterr().err
     with h5py.File(inside) as handle:
         assert "R_warning" not in handle.attrs
+
+
+def _sample_args(small_fastmri_file, mri_weights_64, out, *extra):
+    return ["sample", str(small_fastmri_file), "--P", "2", "--weights", str(mri_weights_64),
+            "--device", "cpu", "--out", str(out), *extra]
+
+
+def test_backend_and_precision_flags_reach_the_output(small_fastmri_file, mri_weights_64, tmp_path,
+                                                      capsys):
+    out = tmp_path / "torch.h5"
+    assert main(_sample_args(small_fastmri_file, mri_weights_64, out, "--backend", "torch",
+                             "--precision", "fp32")) == 0
+    with h5py.File(out) as handle:
+        assert (handle.attrs["backend"], handle.attrs["precision"]) == ("torch", "fp32")
+    assert "torch fp32" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case", ["openvino_missing", "bf16_missing", "unknown_backend"])
+def test_backend_bad_input_is_one_line(case, small_fastmri_file, mri_weights_64, tmp_path, capsys,
+                                       monkeypatch):
+    from napari_rcgan import backends
+
+    flags, message = {
+        "openvino_missing": (["--backend", "openvino"], "pip install 'napari-rcgan[openvino]'"),
+        "bf16_missing": (["--precision", "bf16"], "no native bf16"),
+        "unknown_backend": (["--backend", "onnx"], "use one of auto, torch, openvino"),
+    }[case]
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as without the extra
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)  # as on a CPU without bf16
+    out = tmp_path / "out.h5"
+    with pytest.raises(SystemExit) as exit_info:
+        main(_sample_args(small_fastmri_file, mri_weights_64, out, *flags))
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("napari-rcgan: error: ") and error.count("\n") == 1, error
+    assert message in error and not out.exists()
+

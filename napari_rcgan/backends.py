@@ -14,11 +14,16 @@ device. Nothing else of the sampler depends on the backend.
 Precision ``auto`` is bf16 where the hardware has it natively (a CPU reporting AMX or
 AVX512_BF16; a CUDA GPU with bf16), fp32 elsewhere. Asking for bf16 on a CPU without it is an
 error rather than a silently slow emulation.
+
+The environment variables ``NAPARI_RCGAN_BACKEND`` and ``NAPARI_RCGAN_PRECISION`` replace
+``auto`` everywhere (API, CLI, widget) when set, e.g. ``NAPARI_RCGAN_BACKEND=torch``; an explicit
+choice still wins.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
 import warnings
@@ -37,6 +42,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 OPENVINO_INSTALL = "pip install 'napari-rcgan[openvino]'"
 CPUINFO = Path("/proc/cpuinfo")
+DEFAULT_ENV = {"backend": "NAPARI_RCGAN_BACKEND", "precision": "NAPARI_RCGAN_PRECISION"}
 
 
 class Backend(Protocol):
@@ -89,6 +95,14 @@ def failure_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {reason}"[:300]
 
 
+def _requested(kind: str, value: str) -> tuple[str, str]:
+    """``(value, name)``: ``auto`` replaced by the environment default, and what to call it."""
+    variable = DEFAULT_ENV[kind]
+    if value == "auto" and os.environ.get(variable, "auto").strip().lower() not in ("", "auto"):
+        return os.environ[variable].strip().lower(), f"{kind} (from {variable})"
+    return value, kind
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     """``"torch"`` or ``"openvino"`` for the requested backend on ``device``.
 
@@ -96,18 +110,19 @@ def resolve_backend(backend: str, device: torch.device) -> str:
         ParameterError: an unknown name, OpenVINO on a non-CPU device, or OpenVINO requested
             without the optional extra installed.
     """
+    backend, name = _requested("backend", backend)
     if backend not in BACKENDS:
-        raise ParameterError(f"backend {backend!r}: use one of {', '.join(BACKENDS)}")
+        raise ParameterError(f"{name} {backend!r}: use one of {', '.join(BACKENDS)}")
     if backend == "auto":
         return "openvino" if device.type == "cpu" and openvino_available() else "torch"
     if backend == "openvino":
         if device.type != "cpu":
             raise ParameterError(
-                f"backend openvino runs on the CPU, but the device is {device}; use --device cpu"
+                f"{name} openvino runs on the CPU, but the device is {device}; use --device cpu"
             )
         if not openvino_available():
             raise ParameterError(
-                f"backend openvino: OpenVINO is not installed; install it with {OPENVINO_INSTALL}"
+                f"{name} openvino: OpenVINO is not installed; install it with {OPENVINO_INSTALL}"
             )
     return backend
 
@@ -118,8 +133,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     Raises:
         ParameterError: an unknown name, or bf16 on hardware without native bf16.
     """
+    precision, name = _requested("precision", precision)
     if precision not in PRECISIONS:
-        raise ParameterError(f"precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        raise ParameterError(f"{name} {precision!r}: use one of {', '.join(PRECISIONS)}")
     if device.type == "cpu":
         native = cpu_has_bf16()
         what = "this CPU has no native bf16 (it reports neither AMX nor AVX512_BF16)"
@@ -132,7 +148,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if native else "fp32"
     if precision == "bf16" and not native:
-        raise ParameterError(f"precision bf16: {what}; use --precision fp32 (or auto)")
+        raise ParameterError(f"{name} bf16: {what}; use --precision fp32 (or auto)")
     return precision
 
 

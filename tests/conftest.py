@@ -12,6 +12,12 @@ from training.simulate import COLIN27_PATH, simulate_volume_file
 
 ANATOMY = "colin27" if Path(COLIN27_PATH).is_file() else "mni152"
 
+# The suite compares samples with eager fp32 computations, so `auto` means torch fp32 here unless
+# a test asks for more; tests/test_backends.py clears these and tests OpenVINO, bf16 and what
+# `auto` resolves to on the machine that runs it.
+os.environ.setdefault("NAPARI_RCGAN_BACKEND", "torch")
+os.environ.setdefault("NAPARI_RCGAN_PRECISION", "fp32")
+
 
 def tiny_weights(path: Path, task: str, size: int, channels: int, seed: int = 0) -> Path:
     """Save a randomly initialised, very small generator (base width 4, 2 levels)."""

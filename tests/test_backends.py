@@ -9,11 +9,13 @@ import torch
 
 from napari_rcgan import backends
 from napari_rcgan.backends import (
+    DEFAULT_ENV,
     OpenVINOBackend,
     cpu_flags,
     cpu_has_bf16,
     make_backend,
     openvino_available,
+    resolve_backend,
     resolve_precision,
 )
 from napari_rcgan.errors import BackendWarning, ParameterError
@@ -28,6 +30,13 @@ needs_openvino = pytest.mark.skipif(
 )
 needs_bf16 = pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16")
 BACKENDS = ["torch", pytest.param("openvino", marks=needs_openvino)]
+
+
+@pytest.fixture(autouse=True)
+def product_defaults(monkeypatch):
+    """``auto`` as a user gets it (the suite's conftest pins it to torch fp32)."""
+    for variable in DEFAULT_ENV.values():
+        monkeypatch.delenv(variable, raising=False)
 
 
 def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
@@ -186,6 +195,22 @@ def test_auto_precision_follows_the_cpu_flags():
     probe = torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
     assert cpu_has_bf16() == probe, "/proc/cpuinfo and torch's probe agree on this machine"
     assert resolve_precision("auto", CPU) == ("bf16" if cpu_has_bf16() else "fp32")
+
+
+def test_auto_backend_is_openvino_on_the_cpu_when_installed():
+    assert resolve_backend("auto", CPU) == ("openvino" if openvino_available() else "torch")
+    assert resolve_backend("torch", CPU) == "torch"
+
+
+def test_environment_replaces_auto_but_not_an_explicit_choice(monkeypatch):
+    monkeypatch.setenv("NAPARI_RCGAN_BACKEND", "torch")
+    monkeypatch.setenv("NAPARI_RCGAN_PRECISION", "fp32")
+    assert resolve_backend("auto", CPU) == "torch" and resolve_precision("auto", CPU) == "fp32"
+    if cpu_has_bf16():
+        assert resolve_precision("bf16", CPU) == "bf16"
+    monkeypatch.setenv("NAPARI_RCGAN_BACKEND", "onnx")
+    with pytest.raises(ParameterError, match=r"backend \(from NAPARI_RCGAN_BACKEND\) 'onnx'"):
+        resolve_backend("auto", CPU)
 
 
 def test_unknown_backend_or_precision_is_rejected(width32):

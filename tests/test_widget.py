@@ -145,6 +145,23 @@ def test_mri_sampling_gives_seven_layers_with_metadata(viewer_widget, data):
     assert len(widget.psnr_axis.lines) >= 2
 
 
+def test_backend_and_precision_fields_reach_the_layers(viewer_widget, data):
+    from napari_rcgan.backends import openvino_available
+
+    viewer, widget = viewer_widget
+    open_file(viewer, data["mri"])
+    backend = "openvino" if openvino_available() else "torch"
+    result = widget.run_sampling(P=2, weights=data["mri_weights"], device="cpu", backend=backend,
+                                 precision="fp32")
+    assert result is not None, widget.last_error
+    for kind, layer in result_layers(viewer).items():
+        info = layer.metadata["rcgan"]
+        assert (info["backend"], info["precision"]) == (backend, "fp32"), kind
+    assert f"({backend} fp32" in widget.status_label.text()
+    assert widget.run_sampling(P=2, backend="onnx") is None
+    assert "backend 'onnx'" in widget.last_error
+
+
 def test_second_run_replaces_the_result_layers(viewer_widget, data):
     viewer, widget = viewer_widget
     open_file(viewer, data["mri"])

@@ -1,4 +1,5 @@
-"""The widget's fields: input, slice, R, mask, hole, P, seed, device, weights; and the request.
+"""The widget's fields: input, slice, R, mask, hole, P, seed, device, backend, precision,
+weights; and the request.
 
 :class:`Controls` knows the viewer's layers (to offer inputs, mask and hole layers) and turns
 its fields into a :class:`~napari_rcgan.session.SamplingRequest` (:meth:`Controls.request`).
@@ -119,6 +120,7 @@ class Controls(QWidget):
         self._build()
 
     def _build(self) -> None:
+        from napari_rcgan.backends import BACKENDS, PRECISIONS
         from napari_rcgan.sampler import COIL_COMBINES, available_devices
         from napari_rcgan.weights import RANDOM_NAMES, bundled_weights, read_metadata
 
@@ -170,6 +172,22 @@ class Controls(QWidget):
         self.device_combo.addItems(available_devices())
         form.addRow("device", self.device_combo)
 
+        engine_row = QHBoxLayout()
+        self.backend_combo = QComboBox()
+        self.backend_combo.addItems(list(BACKENDS))
+        self.backend_combo.setToolTip(
+            "what runs the generator: auto = OpenVINO on the CPU when napari-rcgan[openvino] is "
+            "installed (the first run converts the network, a few seconds), else torch"
+        )
+        self.precision_combo = QComboBox()
+        self.precision_combo.addItems(list(PRECISIONS))
+        self.precision_combo.setToolTip(
+            "auto = bf16 where the CPU has AMX/AVX512_BF16 (or the GPU has bf16), else fp32"
+        )
+        engine_row.addWidget(self.backend_combo, 1)
+        engine_row.addWidget(self.precision_combo, 1)
+        form.addRow("backend", engine_row)
+
         weights_row = QHBoxLayout()
         self.weights_combo = QComboBox()
         self.weights_combo.addItem(DEFAULT_WEIGHTS)
@@ -212,7 +230,8 @@ class Controls(QWidget):
         layout.addWidget(self.grid_check)
 
         for combo in (self.input_combo, self.mask_combo, self.hole_combo, self.weights_combo,
-                      self.device_combo, self.combine_combo):
+                      self.device_combo, self.combine_combo, self.backend_combo,
+                      self.precision_combo):
             combo.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
             )
@@ -433,6 +452,8 @@ class Controls(QWidget):
             "task": task,
             "weights": self.resolved_weights(),
             "device": self.device_combo.currentText(),
+            "backend": self.backend_combo.currentText(),
+            "precision": self.precision_combo.currentText(),
             "P": P,
             "seed": int(self.seed_spin.value()),
             "chunk_size": self.chunk_size,
@@ -501,6 +522,13 @@ class Controls(QWidget):
                     f"{[self.device_combo.itemText(i) for i in range(self.device_combo.count())]}"
                 )
             self.device_combo.setCurrentText(device)
+        for name, combo in (("backend", self.backend_combo), ("precision", self.precision_combo)):
+            if name in fields:
+                value = str(fields.pop(name))
+                choices = [combo.itemText(i) for i in range(combo.count())]
+                if value not in choices:
+                    raise ParameterError(f"{name} {value!r}: use one of {', '.join(choices)}")
+                combo.setCurrentText(value)
         if "mask" in fields:
             value = fields.pop("mask")
             text = (LAYER_PREFIX + value.name) if hasattr(value, "name") else str(value)

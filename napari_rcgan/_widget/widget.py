@@ -97,8 +97,9 @@ class PosteriorSamplerWidget(QWidget):
         controls, explorer = self.controls, self.explorer
         for name in ("input_combo", "input_info", "slice_spin", "R_spin", "mask_combo",
                      "achieved_label", "hole_combo", "P_spin", "seed_spin", "device_combo",
-                     "weights_combo", "weights_info", "combine_combo", "sample_button",
-                     "cancel_button", "progress", "status_label", "grid_check"):
+                     "backend_combo", "precision_combo", "weights_combo", "weights_info",
+                     "combine_combo", "sample_button", "cancel_button", "progress",
+                     "status_label", "grid_check"):
             setattr(self, name, getattr(controls, name))
         self.P_slider = explorer.slider
         self.metrics_label = explorer.metrics_label
@@ -194,8 +195,9 @@ class PosteriorSamplerWidget(QWidget):
         """Set the fields, press Sample and (with ``wait``) return when the layers are in place.
 
         Fields: ``input`` (layer or name), ``slice``, ``mask`` (``gro``/``equispaced``/``random``
-        or a layer), ``hole`` (``center`` or a Labels layer), ``device``, ``weights`` (bundled
-        name, ``random:<task>`` or a path), ``coil_combine``, ``chunk_size``.
+        or a layer), ``hole`` (``center`` or a Labels layer), ``device``, ``backend``
+        (``auto``/``torch``/``openvino``), ``precision`` (``auto``/``fp32``/``bf16``), ``weights``
+        (bundled name, ``random:<task>`` or a path), ``coil_combine``, ``chunk_size``.
 
         Returns:
             the :class:`SamplingRun` (when ``wait``; possibly partial if cancelled), or None when
@@ -351,6 +353,11 @@ class PosteriorSamplerWidget(QWidget):
             show_warning(f"rcGAN sampling {text}")
         else:
             text = f"{run.drawn} samples drawn with {Path(run.weights).name}"
+        record = run.record
+        text += f" ({record.backend} {record.precision}"
+        if "conversion_s" in record.timings:
+            text += f"; converted for OpenVINO in {record.timings['conversion_s']:.1f} s, once"
+        text += ")"
         warning = run.record.extra_attrs.get("R_warning") if run.record is not None else None
         if warning:
             show_warning(f"rcGAN: {warning}")

@@ -108,26 +108,29 @@ def cpu_configurations() -> list[tuple[str, str]]:
     return [(backend, precision) for backend in backends for precision in precisions]
 
 
-def network_batch(sampler: PosteriorSampler) -> torch.Tensor:
-    """One random generator input ``(1, C_in, H, W)``."""
-    metadata = sampler.metadata
-    shape = (1, metadata.in_channels, *metadata.image_size)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(2))
+def network_inputs(sampler: PosteriorSampler) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random generator input: condition ``(1, C, H, W)`` and code ``(1, *code_shape)``."""
+    height, width = sampler.metadata.image_size
+    code_shape = sampler.generator.code_shape(height, width)
+    channels = sampler.generator.in_channels - code_shape[0]
+    random = torch.Generator().manual_seed(2)
+    condition = torch.randn((1, channels, height, width), generator=random)
+    return condition, torch.randn((1, *code_shape), generator=random)
 
 
 def agreement(sampler: PosteriorSampler, reference: torch.nn.Module) -> float:
-    """max |y − y_eager| / max |y_eager| of the generator output for one random batch."""
-    batch = network_batch(sampler)
+    """max |y − y_eager| / max |y_eager| of the generator output for one random input."""
+    inputs = network_inputs(sampler)
     with torch.inference_mode():
-        expected = reference(batch)
-    return float((sampler.backend(batch) - expected).abs().max() / expected.abs().max())
+        expected = reference.sample(*inputs)
+    return float((sampler.backend(*inputs) - expected).abs().max() / expected.abs().max())
 
 
-def forward_seconds(run, batch: torch.Tensor, repeats: int, clock) -> float:
+def forward_seconds(run, inputs: tuple[torch.Tensor, ...], repeats: int, clock) -> float:
     """Median seconds of one generator forward pass alone (no code vectors, no finishing)."""
     with torch.inference_mode():
-        run(batch)
-        return time_call(lambda: run(batch), torch.device("cpu"), max(repeats, 5), clock)
+        run(*inputs)
+        return time_call(lambda: run(*inputs), torch.device("cpu"), max(repeats, 5), clock)
 
 
 def cpu_row(
@@ -143,8 +146,8 @@ def cpu_row(
         lambda: reference_way(reference, measurement, P, 0), reference.device, repeats, clock
     )
     eager = weights.build_generator()
-    batch = network_batch(reference)
-    eager_forward = forward_seconds(eager, batch, repeats, clock)
+    inputs = network_inputs(reference)
+    eager_forward = forward_seconds(eager.sample, inputs, repeats, clock)
     cells = [f"{baseline / P * 1e3:.1f} ms (forward {eager_forward * 1e3:.1f} ms)"]
     notes = []
     for backend, precision in cpu_configurations():
@@ -156,7 +159,7 @@ def cpu_row(
             lambda s=sampler: s.sample(measurement, P), sampler.device, repeats, clock
         )
         error = agreement(sampler, eager)
-        forward = eager_forward / forward_seconds(sampler.backend, batch, repeats, clock)
+        forward = eager_forward / forward_seconds(sampler.backend, inputs, repeats, clock)
         cells.append(
             f"**×{baseline / seconds:.2f}** ({seconds / P * 1e3:.1f} ms; forward ×{forward:.2f}; "
             f"err {error:.1e})"

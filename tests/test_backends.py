@@ -53,15 +53,25 @@ def random_weights(width: int, size: int, seed: int) -> Weights:
     return Weights(metadata, generator.state_dict(), f"random width {width}")
 
 
-def network_batch(weights: Weights, count: int = 1, seed: int = 0) -> torch.Tensor:
-    shape = (count, weights.metadata.in_channels, *weights.metadata.image_size)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+def network_inputs(weights: Weights, count: int = 1, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """A random condition ``(count, C, H, W)`` and code ``(count, *code_shape)``."""
+    generator = weights.build_generator()
+    height, width = weights.metadata.image_size
+    code_shape = generator.code_shape(height, width)
+    condition_channels = generator.in_channels - code_shape[0]
+    random = torch.Generator().manual_seed(seed)
+    condition = torch.randn((count, condition_channels, height, width), generator=random)
+    return condition, torch.randn((count, *code_shape), generator=random)
 
 
-def eager(weights: Weights, batch: torch.Tensor) -> torch.Tensor:
+def shapes_of(inputs: tuple[torch.Tensor, ...]) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(tensor.shape) for tensor in inputs)
+
+
+def eager(weights: Weights, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
     """The reference: a plain fp32 module in contiguous memory format."""
     with torch.inference_mode():
-        return weights.build_generator()(batch)
+        return weights.build_generator().sample(*inputs)
 
 
 @pytest.fixture(scope="module")
@@ -81,19 +91,23 @@ class Unconvertible(torch.nn.Module):
         super().__init__()
         self.generator = generator
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.generator(batch) + 0 * torch.linalg.svd(batch[0, 0])[1].sum()
+    def code_shape(self, height: int, width: int) -> tuple[int, ...]:
+        return self.generator.code_shape(height, width)
+
+    def sample(self, condition: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        zero = 0 * torch.linalg.svd(condition[0, 0])[1].sum()
+        return self.generator.sample(condition, code) + zero
 
 
 @pytest.mark.parametrize("weights_name", ["demo", "width32"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fp32_backends_agree_with_eager_to_1e5(request, weights_name, backend):
     weights = request.getfixturevalue(weights_name)
-    batch = network_batch(weights)
+    inputs = network_inputs(weights)
     runner = make_backend(weights.build_generator(), CPU, backend, "fp32")
     assert (runner.name, runner.precision) == (backend, "fp32")
-    output = runner(batch)
-    reference = eager(weights, batch)
+    output = runner(*inputs)
+    reference = eager(weights, inputs)
     assert output.dtype == torch.float32 and output.shape == reference.shape
     assert relative_error(output, reference) <= 1e-5
 
@@ -101,9 +115,9 @@ def test_fp32_backends_agree_with_eager_to_1e5(request, weights_name, backend):
 @needs_bf16
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bf16_really_runs_in_bf16_and_stays_close(demo, backend):
-    batch = network_batch(demo)
+    inputs = network_inputs(demo)
     runner = make_backend(demo.build_generator(), CPU, backend, "bf16")
-    error = relative_error(runner(batch), eager(demo, batch))
+    error = relative_error(runner(*inputs), eager(demo, inputs))
     assert 1e-4 < error < 3e-2, "bf16 rounding must show (not fp32), yet stay small"
 
 
@@ -111,11 +125,11 @@ def test_bf16_really_runs_in_bf16_and_stays_close(demo, backend):
 def test_openvino_precision_hint_is_always_explicit(demo):
     import openvino
 
-    shape = tuple(network_batch(demo).shape)
-    fp32 = OpenVINOBackend(demo.build_generator(), "fp32").compiled_model(shape)
+    shapes = shapes_of(network_inputs(demo))
+    fp32 = OpenVINOBackend(demo.build_generator(), "fp32").compiled_model(shapes)
     assert fp32.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
     if cpu_has_bf16():
-        bf16 = OpenVINOBackend(demo.build_generator(), "bf16").compiled_model(shape)
+        bf16 = OpenVINOBackend(demo.build_generator(), "bf16").compiled_model(shapes)
         assert bf16.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.bf16
 
 
@@ -132,8 +146,8 @@ def test_sampler_converts_once_per_weights_shape_and_precision(small_fastmri_fil
     second = PosteriorSampler(weights, device="cpu", backend="openvino", precision="fp32")
     again = second.sample(measurement, P=3, seed=2)
     assert "conversion_s" not in again.timings, "a new sampler of the same weights reuses it"
-    shape = (1, weights.metadata.in_channels, 64, 64)
-    assert first.backend.compiled_model(shape) is second.backend.compiled_model(shape)
+    shapes = shapes_of(network_inputs(weights))
+    assert first.backend.compiled_model(shapes) is second.backend.compiled_model(shapes)
     assert "conversion_s" in first.sample(measurement, P=2, chunk_size=2).timings, "new shape"
     eager_result = PosteriorSampler(weights, "cpu", "torch", "fp32").sample(measurement, 3, 2)
     np.testing.assert_allclose(
@@ -144,17 +158,17 @@ def test_sampler_converts_once_per_weights_shape_and_precision(small_fastmri_fil
 @needs_openvino
 def test_conversion_failure_falls_back_to_torch_with_a_one_line_warning(width32):
     runner = OpenVINOBackend(Unconvertible(width32.build_generator()), "fp32")
-    batch = network_batch(width32)
+    inputs = network_inputs(width32)
     with pytest.warns(BackendWarning) as record:
-        output = runner(batch)
+        output = runner(*inputs)
     message = str(record[0].message)
     assert "\n" not in message
     assert message.startswith("OpenVINO conversion failed (") and "aten::linalg_svd" in message
     assert runner.name == "torch" and runner.failure
-    assert relative_error(output, eager(width32, batch)) <= 1e-5
+    assert relative_error(output, eager(width32, inputs)) <= 1e-5
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        runner(batch)  # warned once; no second conversion attempt
+        runner(*inputs)  # warned once; no second conversion attempt
 
 
 @needs_openvino

@@ -482,8 +482,12 @@ class PosteriorSampler:
         return InpaintingMeasurement(tensor, hole, has_reference, source=source)
 
     def _default_chunk(self, P: int) -> int:
-        """Batches help GPUs; on a CPU one sample per forward pass is fastest (measured)."""
-        return min(P, 32) if self.device.type == "cuda" else 1
+        """Batches help GPUs and CoModGAN's many small layers (CPU, demo faces, P=32: 1.4-1.9 s
+        batched vs 4.7 s one by one); on a CPU one UNet sample per forward pass is fastest
+        (measured)."""
+        if self.device.type == "cuda" or self.metadata.architecture == "comodgan":
+            return min(P, 32)
+        return 1
 
     def _forward(
         self, network_input: torch.Tensor, seed: int, start: int, count: int

@@ -117,6 +117,21 @@ def test_r1_penalty_matches_the_analytic_gradient():
         float(np.mean(np.log1p(np.exp(-scores.numpy())))))
 
 
+def test_path_length_penalty_matches_the_analytic_jacobian():
+    matrix = torch.randn(48, 5)
+    w = torch.randn(2, 5, requires_grad=True)
+    images = torch.einsum("pd,bd->bp", matrix, w).reshape(2, 3, 4, 4)
+    torch.manual_seed(3)
+    noise = torch.randn(2, 3, 4, 4) / 4
+    expected_lengths = (noise.reshape(2, -1) @ matrix).norm(dim=1)
+    torch.manual_seed(3)
+    penalty, mean = comodgan_losses.path_length_penalty(images, w, torch.tensor(1.0), decay=0.5)
+    expected_mean = 1.0 + 0.5 * (expected_lengths.mean() - 1.0)
+    assert mean.item() == pytest.approx(expected_mean.item(), rel=1e-5)
+    assert penalty.item() == pytest.approx(
+        (expected_lengths - expected_mean).square().mean().item(), rel=1e-4)
+
+
 def test_smoke_trains_resumes_exports_and_samples(faces_root, tmp_path):
     config = _config_file(tmp_path, faces_root)
     out = tmp_path / "run"
@@ -156,6 +171,18 @@ def test_comodgan_baseline_trains_with_minibatch_sd_and_r1(faces_root, tmp_path)
     assert critic_opt.param_groups[0]["lr"] == pytest.approx(1e-3 * 2 / 3)
     weights = export_checkpoint(tmp_path / "baseline" / "last.ckpt", tmp_path / "b.safetensors")
     assert read_metadata(weights).training["method"] == "comodgan"
+
+
+def test_comodgan_baseline_path_length_penalty_option(faces_root, tmp_path):
+    config = _config_file(tmp_path, faces_root, method="comodgan",
+                          train={"pl_weight": 2.0, "pl_interval": 1})
+    trainer = _train(config, tmp_path / "pl", "--max-steps", "2")
+    module = trainer.lightning_module
+    assert module.path_length_mean.item() > 0
+    generator_opt = module.optimizers()[0].optimizer
+    assert generator_opt.param_groups[0]["lr"] == pytest.approx(1e-3 / 2)
+    checkpoint = torch.load(tmp_path / "pl" / "last.ckpt", weights_only=True)
+    assert checkpoint["state_dict"]["path_length_mean"] == module.path_length_mean
 
 
 def test_comodgan_weights_round_trip(tmp_path):

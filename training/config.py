@@ -208,6 +208,10 @@ class TrainConfig:
             ``γ/2·E||∇D(x)||²`` on real images; 10 in CoModGAN).
         r1_interval: ``method: comodgan``: lazy R1, applied every N batches with weight
             ``N·γ/2``, the critic's Adam lr and betas scaled by ``N/(N+1)`` (16 in CoModGAN).
+        pl_weight: ``method: comodgan``: StyleGAN2 path-length penalty weight (0: off, as in
+            CoModGAN's official code; 2 in the PyTorch port the paper used for its baseline).
+        pl_interval: ``method: comodgan``: lazy path-length penalty every N batches (weight
+            ``N·pl_weight``, the generator's Adam settings scaled by ``N/(N+1)``; 4).
         precision: ``32``, ``bf16-mixed`` or ``16-mixed``.
         checkpoint_every_n_steps: also write ``last.ckpt`` every N iterations (0: only at
             epoch ends).
@@ -243,6 +247,8 @@ class TrainConfig:
     l2_weight: float = 1.0
     r1_gamma: float = 10.0
     r1_interval: int = 16
+    pl_weight: float = 0.0
+    pl_interval: int = 4
     precision: str = "32"
     checkpoint_every_n_steps: int = 1000
     keep_epoch_checkpoints: bool = False
@@ -474,6 +480,7 @@ def validate(config: Config) -> None:
         "train.log_every_n_steps": train.log_every_n_steps,
         "train.val_every_n_epochs": train.val_every_n_epochs,
         "train.r1_interval": train.r1_interval,
+        "train.pl_interval": train.pl_interval,
     }
     for key, value in positive_ints.items():
         if value < 1:
@@ -505,6 +512,7 @@ def validate(config: Config) -> None:
         "train.mu_sd": train.mu_sd,
         "train.l2_weight": train.l2_weight,
         "train.r1_gamma": train.r1_gamma,
+        "train.pl_weight": train.pl_weight,
     }
     if train.beta_sd is not None:
         weights["train.beta_sd"] = train.beta_sd

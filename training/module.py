@@ -118,6 +118,8 @@ class RcGANModule(L.LightningModule):
         self.metadata = weights_metadata(cfg)
         self.generator = build_generator(self.metadata)
         self.critic = build_critic(cfg, self.metadata)
+        if cfg.method == "comodgan" and cfg.train.pl_weight > 0:
+            self.register_buffer("path_length_mean", torch.zeros(()))
         self.beta_sd_nominal = losses.beta_sd_nominal(cfg.train.p_train)
         self.beta_sd = (
             self.beta_sd_nominal if cfg.train.beta_sd is None else float(cfg.train.beta_sd)
@@ -223,6 +225,21 @@ class RcGANModule(L.LightningModule):
             loss = loss + train.r1_interval * penalty
         return loss
 
+    def path_length_penalty(self, condition: Tensor) -> Tensor:
+        """StyleGAN2's path-length penalty on half the batch (CoModGAN generator only); updates
+        the running mean path length kept in the checkpoint."""
+        condition = condition[: max(1, condition.shape[0] // 2)]
+        code = torch.randn(
+            condition.shape[0], *self.generator.code_shape(*condition.shape[-2:]),
+            device=condition.device, dtype=condition.dtype,
+        )
+        z, noises = self.generator.split_code(code)
+        w = self.generator.mapping(z)
+        images = self.generator.synthesize(condition, w, noises)
+        penalty, mean = comodgan_losses.path_length_penalty(images, w, self.path_length_mean)
+        self.path_length_mean.copy_(mean)
+        return penalty
+
     def generator_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         train = self.config.train
         target, condition = batch["target"], batch["input"]
@@ -231,7 +248,12 @@ class RcGANModule(L.LightningModule):
             adversarial = comodgan_losses.nonsaturating_generator_loss(
                 self.critic(fake, condition)
             )
-            return adversarial, {"adversarial": adversarial.detach()}
+            parts = {"adversarial": adversarial.detach()}
+            if train.pl_weight > 0 and self.iteration % train.pl_interval == 0:
+                penalty = self.path_length_penalty(condition)
+                parts["path_length"] = penalty.detach()
+                return adversarial + train.pl_weight * train.pl_interval * penalty, parts
+            return adversarial, parts
         samples = self.generate(batch, train.p_train)
         beta_adv = self.adversarial_weight()
         if self.config.method == "adler":
@@ -298,7 +320,14 @@ class RcGANModule(L.LightningModule):
     def configure_optimizers(self):
         train = self.config.train
         betas = tuple(train.betas)
-        generator = torch.optim.Adam(self.generator.parameters(), lr=train.lr, betas=betas)
+        generator_lr, generator_betas = train.lr, betas
+        if self.config.method == "comodgan" and train.pl_weight > 0:
+            generator_lr, generator_betas = comodgan_losses.lazy_adam_settings(
+                train.lr, betas, train.pl_interval
+            )
+        generator = torch.optim.Adam(
+            self.generator.parameters(), lr=generator_lr, betas=generator_betas
+        )
         critic_lr = train.critic_lr or train.lr
         critic_betas = betas
         if self.config.method == "comodgan":

@@ -196,11 +196,16 @@ class CoModGenerator(nn.Module):
         return torch.cat([w, global_code], dim=1)
 
     def forward(self, condition: Tensor, code: Tensor) -> Tensor:
+        z, noises = self.split_code(code.to(condition.dtype))
+        return self.synthesize(condition, self.mapping(z), noises)
+
+    def synthesize(self, condition: Tensor, w: Tensor, noises: list[Tensor]) -> Tensor:
+        """Completed images from the mapped code ``w (B, latent_dim)`` and the noise maps (the
+        generator after its mapping network; the path-length penalty differentiates it in w)."""
         images = condition[:, : self.channels]
         known = 1 - condition[:, self.channels :]
         global_code, skips = self.encode(torch.cat([known - 0.5, images * known], dim=1))
-        z, noises = self.split_code(code.to(condition.dtype))
-        style = self.style(self.mapping(z), global_code)
+        style = self.style(w, global_code)
 
         x = self.decoder_dense(global_code).reshape(skips[-1].shape) + skips[-1]
         x = self.decoder_conv(x, style, noises[0])

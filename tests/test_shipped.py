@@ -28,6 +28,7 @@ def test_bundled_weights_match_their_metadata_and_the_sample_data():
     assert mri.training["train_seconds"] > 0 and "cpu" in mri.training["hardware"]
     faces = read_metadata(bundled_weights()["faces"])
     assert faces.task == "inpainting" and faces.image_size == [32, 32] and "DEMO" in faces.notes
+    assert faces.architecture == "comodgan" and faces.metrics["demo_evaluation"]["lfw_validation"]
     for path in bundled_weights().values():
         assert path.stat().st_size < 25e6
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from napari_rcgan._widget.controls import Controls, task_of, wrappable
 from napari_rcgan._widget.explorer import Explorer, curve_points
 from napari_rcgan._widget.layers import LayerPublisher, is_ours, placement, slice_axis
 from napari_rcgan._widget.run import SamplingRun, Update, sampling_job
+from napari_rcgan._widget.uncertainty import UncertaintyPanel
 from napari_rcgan.errors import ParameterError, RcganError
 from napari_rcgan.session import Session, input_pixel_scale
 
@@ -72,6 +74,8 @@ class PosteriorSamplerWidget(QWidget):
         self.layers = LayerPublisher(napari_viewer)
         layout.addWidget(self.controls)
         layout.addWidget(self.explorer)
+        self.uncertainty = UncertaintyPanel(napari_viewer)
+        layout.addWidget(self.uncertainty)
         layout.addStretch(1)
         self._alias_fields()
 
@@ -254,6 +258,7 @@ class PosteriorSamplerWidget(QWidget):
         self._outcome = None
         try:
             request, layer = self.controls.request()
+            request = replace(request, options={**request.options, **self.uncertainty.options()})
             metadata = self.controls.weights_metadata(request.resolved_weights)
             size = tuple(metadata.image_size)
             pixel_scale = input_pixel_scale(request, metadata)
@@ -344,6 +349,7 @@ class PosteriorSamplerWidget(QWidget):
         self.layers.fit_contrast(run)
         self.explorer.reset(run)
         self.explorer.show_P(run, run.drawn)
+        self.uncertainty.show_run(run)
         self.progress.setValue(run.drawn)
         if run.partial:
             text = (

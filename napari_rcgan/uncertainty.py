@@ -587,12 +587,13 @@ def produce_outputs(result: Any) -> None:
         if result.reference is not None:
             result.extra_attrs["roi_reference"] = float(np.mean(result.reference[mask]))
     if options.get("self_check"):
-        check = (
-            self_check(result.sampler, result.measurement, seed=result.seed)
-            if isinstance(result.measurement, MRIMeasurement)
-            else no_verdict("No self-check: it holds out measured k-space lines, so it applies "
-                            "to MRI only.")
-        )
+        if not isinstance(result.measurement, MRIMeasurement):
+            check = no_verdict("No self-check: it holds out measured k-space lines, so it "
+                               "applies to MRI only.")
+        elif not result.complete:
+            check = no_verdict("No self-check: the run was cancelled.")
+        else:
+            check = self_check(result.sampler, result.measurement, seed=result.seed)
         result.extra_attrs.update(check.attrs())
 
 

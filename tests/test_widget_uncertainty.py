@@ -82,6 +82,11 @@ def screenshot(viewer, name: str) -> None:
     assert image[..., :3].astype(float).std() > 20, "the screenshot is not blank"
 
 
+def image(layer, shape) -> np.ndarray:
+    """A result layer's 2-D image (MRI result layers carry a singleton slice axis)."""
+    return np.asarray(layer.data).reshape(shape)
+
+
 def grid(viewer):
     """The viewer's grid settings (``viewer.canvas.grid`` since napari 0.9)."""
     canvas = getattr(viewer, "canvas", None)
@@ -121,16 +126,17 @@ def test_interval_layers_follow_p_and_need_calibrated_weights(shown, calibrated_
     assert run is not None, widget.last_error
     scale = load_weights(calibrated_weights).metadata.conformal["scale"]["4"]
     halfwidth, outside = viewer.layers[HALFWIDTH], viewer.layers[OUTSIDE]
+    size = run.record.stack.sample_shape
     stack = run.record.stack
-    np.testing.assert_allclose(halfwidth.data, scale * stack.std(), rtol=1e-5)
+    np.testing.assert_allclose(image(halfwidth, size), scale * stack.std(), rtol=1e-5)
     mean, reference = stack.mean(), run.record.reference
     region = mean > 0.05 * mean.max()
     expected = region & (np.abs(reference - mean) > scale * stack.std())
-    np.testing.assert_array_equal(outside.data.astype(bool), expected)
+    np.testing.assert_array_equal(image(outside, size).astype(bool), expected)
     assert halfwidth.colorbar.visible
     assert "cover" in panel.interval_label.text()
     widget.explore(4)
-    np.testing.assert_allclose(halfwidth.data, scale * stack.std(4), rtol=1e-5)
+    np.testing.assert_allclose(image(halfwidth, size), scale * stack.std(4), rtol=1e-5)
     widget.explore(16)
     only_visible(viewer, "mean (P-average)", HALFWIDTH, OUTSIDE)
     grid(viewer).enabled = True
@@ -160,13 +166,16 @@ def test_principal_component_layers_and_walk(shown):
     assert run is not None, widget.last_error
     components, variances, _ = stats.principal_components(run.record.stack.samples, 3)
     for k in range(3):
-        np.testing.assert_allclose(viewer.layers[pc_name(k + 1)].data, components[k], atol=1e-6)
+        np.testing.assert_allclose(image(viewer.layers[pc_name(k + 1)], components[k].shape),
+                                   components[k], atol=1e-6)
     panel.set_walk(2, 1.5)
     expected = run.record.stack.mean() + 1.5 * np.sqrt(variances[1]) * components[1]
-    np.testing.assert_allclose(viewer.layers[WALK_NAME].data, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(image(viewer.layers[WALK_NAME], expected.shape), expected,
+                               rtol=1e-5, atol=1e-6)
     panel.set_walk(2, -3.0)
     expected = run.record.stack.mean() - 3.0 * np.sqrt(variances[1]) * components[1]
-    np.testing.assert_allclose(viewer.layers[WALK_NAME].data, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(image(viewer.layers[WALK_NAME], expected.shape), expected,
+                               rtol=1e-5, atol=1e-6)
     assert panel.walk_label.text() == "t = -3.0"
     panel.set_walk(1, 3.0)
     only_visible(viewer, pc_name(1), pc_name(2), WALK_NAME, "mean (P-average)")

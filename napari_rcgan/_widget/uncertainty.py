@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_rcgan import stats
+from napari_rcgan._widget.layers import LayerPublisher
 from napari_rcgan.errors import ParameterError
 from napari_rcgan.uncertainty import FIT_RATIO, MIN_FIT_COVERAGE, OOD_RATIO
 
@@ -252,7 +253,8 @@ class UncertaintyPanel(QGroupBox):
                    symmetric: bool = False, title_note: str = "",
                    limits: tuple[float, float] | None = None) -> Any:
         run = self.run
-        scale, translate = run.placement
+        geometry = LayerPublisher._geometry(run, False)
+        data = LayerPublisher._lift(run, data, False)
         if symmetric:
             high = float(np.abs(data).max()) or 1.0
             limits = (-high, high)
@@ -264,8 +266,8 @@ class UncertaintyPanel(QGroupBox):
             layer.data = data
             layer.metadata = metadata
         else:
-            layer = self.viewer.add_image(data, name=name, colormap=colormap, scale=scale,
-                                          translate=translate, metadata=metadata)
+            layer = self.viewer.add_image(data, name=name, colormap=colormap, metadata=metadata,
+                                          **geometry)
             run.layers[kind] = layer
         if limits is not None:
             layer.contrast_limits = limits

@@ -44,6 +44,15 @@ def calibrated_weights(tmp_path_factory) -> str:
     return str(save_weights(path, weights.state_dict, weights.metadata))
 
 
+@pytest.fixture(scope="module")
+def uncalibrated_weights(tmp_path_factory) -> str:
+    """The bundled ``mri`` weights without a conformal calibration."""
+    weights = load_weights("mri")
+    weights.metadata.conformal = {}
+    path = tmp_path_factory.mktemp("weights") / "mri_uncalibrated.safetensors"
+    return str(save_weights(path, weights.state_dict, weights.metadata))
+
+
 @pytest.fixture
 def shown(make_napari_viewer):
     viewer = make_napari_viewer(show=True)
@@ -144,14 +153,15 @@ def test_interval_layers_follow_p_and_need_calibrated_weights(shown, calibrated_
 
 
 def test_weights_without_calibration_give_no_interval_layers(make_napari_viewer,
-                                                             calibrated_weights):
+                                                             calibrated_weights,
+                                                             uncalibrated_weights):
     viewer = make_napari_viewer()
     widget = PosteriorSamplerWidget(viewer)
     panel = widget.uncertainty
     open_brain(viewer)
     assert widget.run_sampling(P=4, R=4, seed=0, weights=calibrated_weights, device="cpu")
     assert HALFWIDTH in viewer.layers and OUTSIDE in viewer.layers
-    run = widget.run_sampling(P=4, R=4, seed=0, weights="mri", device="cpu")
+    run = widget.run_sampling(P=4, R=4, seed=0, weights=uncalibrated_weights, device="cpu")
     assert run is not None, widget.last_error
     assert HALFWIDTH not in viewer.layers and OUTSIDE not in viewer.layers
     assert "no conformal calibration" in panel.interval_label.toolTip()

@@ -25,6 +25,7 @@ import functools
 import hashlib
 import math
 import os
+import textwrap
 import threading
 import weakref
 from collections.abc import Sequence
@@ -169,7 +170,7 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _networks(folder: str | None, device: str, precision: str) -> tuple:
+def _networks(folder: str, device: str, precision: str) -> tuple:
     """LPIPS (AlexNet) and DISTS; for bf16 copies whose trunks run in bf16, channels-last."""
     import torch
 
@@ -210,8 +211,7 @@ def perceptual_distances(estimates: np.ndarray, reference: np.ndarray,
     import torch
 
     precision = resolve_precision(precision, device)
-    lpips_network, dists_network = _networks(str(folder) if folder else None, str(device),
-                                             precision)
+    lpips_network, dists_network = _networks(_folder_key(folder), str(device), precision)
     target = perceptual_images(np.asarray(reference)[None]).to(device)
     inputs = perceptual_images(estimates)
     distances = {"lpips": [], "dists": []}
@@ -252,8 +252,7 @@ def pd_curves(stack: stats.SampleStack, reference: np.ndarray | None = None,
         raise ParameterError(f"reference of shape {np.shape(reference)} does not fit the samples "
                              f"{stack.sample_shape}")
     precision = resolve_precision(precision, device)
-    key = (count, P_values, _digest(reference), perceptual,
-           str(Path(folder).resolve()) if folder else None, device, precision)
+    key = (count, P_values, _digest(reference), perceptual, _folder_key(folder), device, precision)
     with _LOCK:
         cached = _CACHE.get(stack, {}).get(key)
     if cached is not None:
@@ -262,6 +261,13 @@ def pd_curves(stack: stats.SampleStack, reference: np.ndarray | None = None,
     with _LOCK:
         _CACHE.setdefault(stack, {})[key] = curves
     return curves
+
+
+def _folder_key(folder: str | os.PathLike | None) -> str:
+    """The feature-network folder as an absolute path (``None``: the default folder now)."""
+    from napari_rcgan.metrics.feature_weights import default_dir
+
+    return str(Path(folder if folder is not None else default_dir()).resolve())
 
 
 def _digest(reference: np.ndarray | None) -> str | None:
@@ -356,11 +362,11 @@ class PDPlot:
     Plane: distortion (PSNR, x axis inverted, or MSE) against perception (DISTS or LPIPS), one
     point per P; the best-perception P (star) and best-distortion P (square) are marked, and
     better lies to the lower left. Curves: PSNR, SSIM, LPIPS, DISTS against P (without a
-    reference: APSD and sharpness).
+    reference: APSD and sharpness). ``notes``: write :attr:`PDCurves.notes` under the panels.
     """
 
     def __init__(self, figure, curves: PDCurves, panels: str = "all", distortion: str = "psnr",
-                 perception: str = "dists") -> None:
+                 perception: str = "dists", notes: bool = False) -> None:
         if panels not in PANELS:
             raise ParameterError(f"panels {panels!r}: use one of {', '.join(PANELS)}")
         if distortion not in DISTORTIONS:
@@ -384,10 +390,10 @@ class PDPlot:
             offset = 1 if plane else 0
             for index, name in enumerate(names):
                 self._draw_curve(figure.add_subplot(grid[index % rows, offset + index // rows]), name)
-        notes = "\n".join(curves.notes)
+        notes = "\n".join(textwrap.fill(note, 130) for note in curves.notes) if notes else ""
         if notes:
             figure.text(0.5, 0.005, notes, ha="center", va="bottom", fontsize=7, color="0.25")
-        figure.tight_layout(rect=(0, 0.03 * (1 + notes.count("\n")) if notes else 0, 1, 1))
+        figure.tight_layout(rect=(0, 0.04 * (1 + notes.count("\n")) if notes else 0, 1, 1))
 
     def _draw_plane(self, axis) -> None:
         curves, x_name, y_name = self.curves, self.distortion, self.perception
@@ -416,7 +422,7 @@ class PDPlot:
             axis.plot([x[index]], [y[index]], style, ms=11 if style == "*" else 8,
                       mfc="none", mec="tab:green" if style == "*" else "tab:blue", mew=1.4,
                       label=label, zorder=3)
-        axis.legend(fontsize=6, loc="upper right", framealpha=0.7)
+        axis.legend(fontsize=6, loc="best", framealpha=0.7)
         bar = self.figure.colorbar(colours, ax=axis, fraction=0.05, pad=0.02)
         bar.set_label("log₂ P", fontsize=7)
         bar.ax.tick_params(labelsize=6)
@@ -482,8 +488,8 @@ def render_pd_figure(curves: PDCurves, title: str = "", distortion: str = "psnr"
 
     wide = curves.has_reference
     figure = Figure(figsize=(11.0, 5.2) if wide else (8.0, 3.4), dpi=110)
-    PDPlot(figure, curves, "all", distortion, perception)
+    PDPlot(figure, curves, "all", distortion, perception, notes=True)
     if title:
         figure.suptitle(title, fontsize=9)
-        figure.tight_layout(rect=(0, 0.03 * (1 + len(curves.notes)) if curves.notes else 0, 1, 0.95))
+        figure.tight_layout(rect=(0, 0.04 * len(curves.notes), 1, 0.95))
     return figure

@@ -15,7 +15,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout
+from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QSlider, QTabWidget, QVBoxLayout
 
 if TYPE_CHECKING:
     from napari_rcgan._widget.run import SamplingRun
@@ -84,7 +84,9 @@ class Explorer(QGroupBox):
         # fixed margins: tight_layout on every redraw costs the GUI thread tens of ms
         self.figure.subplots_adjust(left=0.2, right=0.8, bottom=0.2, top=0.86)
         self.draw()
-        layout.addWidget(self.canvas)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.canvas, "PSNR/SSIM")
+        layout.addWidget(self.tabs)
 
     def reset(self, run: SamplingRun) -> None:
         """A run finished: the slider spans its samples and sits at P = all."""

@@ -24,6 +24,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from napari_rcgan._widget.controls import Controls, task_of, wrappable
 from napari_rcgan._widget.explorer import Explorer, curve_points
 from napari_rcgan._widget.layers import LayerPublisher, is_ours, placement, slice_axis
+from napari_rcgan._widget.pd_explorer import PDExplorer
 from napari_rcgan._widget.run import SamplingRun, Update, sampling_job
 from napari_rcgan._widget.uncertainty import UncertaintyPanel
 from napari_rcgan.errors import ParameterError, RcganError
@@ -71,6 +72,9 @@ class PosteriorSamplerWidget(QWidget):
         layout = QVBoxLayout(self)
         self.controls = Controls(napari_viewer)
         self.explorer = Explorer()
+        self.pd_explorer = PDExplorer(napari_viewer)
+        for page, title in self.pd_explorer.pages:
+            self.explorer.tabs.addTab(page, title)
         self.layers = LayerPublisher(napari_viewer)
         layout.addWidget(self.controls)
         layout.addWidget(self.explorer)
@@ -350,6 +354,7 @@ class PosteriorSamplerWidget(QWidget):
         self.explorer.reset(run)
         self.explorer.show_P(run, run.drawn)
         self.uncertainty.show_run(run)
+        self.pd_explorer.start(run)
         self.progress.setValue(run.drawn)
         if run.partial:
             text = (
@@ -393,6 +398,20 @@ class PosteriorSamplerWidget(QWidget):
                 arrays[name] = output.at_P(P)
         self.layers.show_explored(run, arrays)
         self.explorer.show_P(run, P)
+        self.pd_explorer.highlight(P)
+
+    def explorer_metrics(self, timeout_s: float = 120.0) -> dict[int, dict[str, float | None]]:
+        """``{P: {"psnr", "ssim", "lpips", "dists"}}`` of the current run's P-averages (the
+        perception–distortion explorer's numbers; None where not measurable: no reference, or
+        no feature networks). Waits for the explorer's worker when it is still measuring."""
+        if self.result is None or self.result.record is None:
+            raise ParameterError("no result to measure yet: press Sample first")
+        if not self.pd_explorer.wait(int(timeout_s * 1000)):
+            raise ParameterError(f"the perception–distortion curves took over {timeout_s:g} s")
+        curves = self.pd_explorer.curves
+        if curves is None:
+            raise ParameterError(self.pd_explorer.labels[0].text())
+        return curves.as_dict()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         self.cancel()

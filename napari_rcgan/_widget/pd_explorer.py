@@ -1,0 +1,298 @@
+"""The perception–distortion explorer: the plane, the metric-vs-P curves and the zoom strip.
+
+After a run, :meth:`PDExplorer.start` computes the run's
+:func:`~napari_rcgan.perception.pd_curves` (PSNR, SSIM, LPIPS, DISTS of the P-average for every
+P; feature networks in ``auto`` precision) in a worker thread; the GUI thread only draws them.
+Three tabs join the P explorer's plot: the perception–distortion plane (distortion and
+perception axes chosen by the user), the four curves, and a zoom strip of the P-average at
+P ∈ {1, 2, 4, 32} over a region (paper, Appendix K): the last rectangle of the "zoom region"
+Shapes layer (button) or of the selected Shapes layer, else the centre. Moving the P slider
+only moves the highlight markers.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.qt.threading import thread_worker
+from qtpy.QtCore import QElapsedTimer, QEventLoop, Signal
+from qtpy.QtWidgets import (
+    QApplication,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_rcgan import perception
+from napari_rcgan.errors import ParameterError, RcganError
+
+if TYPE_CHECKING:
+    import napari
+
+    from napari_rcgan._widget.run import SamplingRun
+
+ZOOM_LAYER = "zoom region"
+ZOOM_KEY = "rcgan_zoom"
+CANVAS_HEIGHT = 230
+COMPUTING = "measuring PSNR, SSIM, LPIPS and DISTS of every P-average…"
+
+
+@thread_worker(start_thread=False, ignore_errors=True)
+def curves_job(run: SamplingRun, device: str):
+    """Worker: ``(run_id, PDCurves or None, message)``; never raises."""
+    try:
+        curves = perception.pd_curves(run.stack, run.reference, precision="auto", device=device)
+        return run.run_id, curves, ""
+    except RcganError as error:
+        return run.run_id, None, str(error)
+
+
+def _canvas(figure_size: tuple[float, float]):
+    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+    from matplotlib.figure import Figure
+
+    canvas = FigureCanvasQTAgg(Figure(figsize=figure_size, dpi=90))
+    canvas.setMinimumHeight(CANVAS_HEIGHT - 40)
+    canvas.setMaximumHeight(CANVAS_HEIGHT)
+    return canvas
+
+
+class PDExplorer(QWidget):
+    """The three perception–distortion tabs (:attr:`pages`) of the dock's P explorer."""
+
+    curves_ready = Signal(object)
+    """Emitted on the GUI thread with the run's :class:`~napari_rcgan.perception.PDCurves`."""
+
+    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.run: SamplingRun | None = None
+        self.curves: perception.PDCurves | None = None
+        self.P: int | None = None
+        self.plots: list[perception.PDPlot] = []
+        self._worker = None
+        self._shapes: set[int] = set()
+        self.labels: list[QLabel] = []
+
+        self.plane_page, plane_layout = self._page()
+        row = QHBoxLayout()
+        self.distortion_combo = QComboBox()
+        self.distortion_combo.addItems([name.upper() for name in perception.DISTORTIONS])
+        self.perception_combo = QComboBox()
+        self.perception_combo.addItems([name.upper() for name in perception.PERCEPTIONS])
+        row.addWidget(QLabel("distortion"))
+        row.addWidget(self.distortion_combo)
+        row.addWidget(QLabel("perception"))
+        row.addWidget(self.perception_combo)
+        plane_layout.addLayout(row)
+        self.plane_canvas = _canvas((3.6, 2.5))
+        plane_layout.addWidget(self.plane_canvas)
+
+        self.curves_page, curves_layout = self._page()
+        self.curves_canvas = _canvas((3.6, 2.5))
+        curves_layout.addWidget(self.curves_canvas)
+
+        self.zoom_page, zoom_layout = self._page()
+        self.zoom_canvas = _canvas((3.6, 1.6))
+        zoom_layout.addWidget(self.zoom_canvas)
+        self.zoom_button = QPushButton("Zoom region (rectangle)")
+        self.zoom_button.setToolTip("Add a Shapes layer with a rectangle you can move and resize")
+        self.zoom_button.clicked.connect(self.add_zoom_layer)
+        zoom_layout.addWidget(self.zoom_button)
+        for layout in (plane_layout, curves_layout, zoom_layout):
+            layout.addStretch(1)
+        self.zoom_box: tuple[int, int, int, int] | None = None
+        self._zoom_axes: list[tuple[int, Any]] = []
+
+        self.distortion_combo.currentIndexChanged.connect(self._redraw_plane)
+        self.perception_combo.currentIndexChanged.connect(self._redraw_plane)
+        viewer.layers.events.inserted.connect(self._watch_shapes)
+        self.set_message("no result yet")
+
+    def _page(self) -> tuple[QWidget, QVBoxLayout]:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(2, 2, 2, 2)
+        label = QLabel()
+        label.setWordWrap(True)
+        layout.addWidget(label)
+        self.labels.append(label)
+        return page, layout
+
+    @property
+    def pages(self) -> list[tuple[QWidget, str]]:
+        """``(page, tab title)`` for the P explorer's tabs."""
+        return [(self.plane_page, "P–D plane"), (self.curves_page, "metrics vs P"),
+                (self.zoom_page, "zoom")]
+
+    def set_message(self, text: str) -> None:
+        for label in self.labels:
+            label.setText(text)
+
+    @property
+    def distortion(self) -> str:
+        return perception.DISTORTIONS[self.distortion_combo.currentIndex()]
+
+    @property
+    def perception(self) -> str:
+        return perception.PERCEPTIONS[self.perception_combo.currentIndex()]
+
+    # computing --------------------------------------------------------------------------------
+
+    def start(self, run: SamplingRun) -> None:
+        """A run finished: compute its curves in a worker; draw the zoom strip now (cheap)."""
+        self.run, self.curves, self.P = run, None, run.drawn
+        self.plots = []
+        for canvas in (self.plane_canvas, self.curves_canvas):
+            canvas.figure.clear()
+            canvas.draw_idle()
+        self.set_message(COMPUTING)
+        self.refresh_zoom()
+        device = str(run.record.sampler.device) if run.record.sampler is not None else "cpu"
+        worker = curves_job(run, "cuda" if device.startswith("cuda") else "cpu")
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+
+    def _on_returned(self, value: tuple[int, Any, str]) -> None:
+        run_id, curves, message = value
+        if self.run is None or run_id != self.run.run_id:
+            return
+        if curves is None:
+            self.set_message(f"perception–distortion curves failed: {message}")
+            return
+        self.curves = curves
+        self.set_message(self._summary(curves))
+        self._redraw_plane()
+        self.plots = self.plots[:1] + [
+            perception.PDPlot(self.curves_canvas.figure, curves, "curves")]
+        self.highlight(self.P or curves.P[-1])
+        self.curves_ready.emit(curves)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+
+    def wait(self, timeout_ms: int = 120_000) -> bool:
+        """Process GUI events until the curves of the current run are computed."""
+        clock = QElapsedTimer()
+        clock.start()
+        while self._worker is not None and clock.elapsed() < timeout_ms:
+            QApplication.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+        return self._worker is None
+
+    @staticmethod
+    def _summary(curves: perception.PDCurves) -> str:
+        if curves.has_perceptual and len(curves.P) > 1:
+            text = (f"best perception: P={curves.best('dists')} (DISTS), P={curves.best('lpips')} "
+                    f"(LPIPS); best distortion: P={curves.best('psnr')} (PSNR)")
+        else:
+            text = ""
+        return "\n".join([line for line in (text, *curves.notes) if line])
+
+    # drawing ------------------------------------------------------------------------------------
+
+    def _redraw_plane(self) -> None:
+        if self.curves is None:
+            return
+        plane = perception.PDPlot(self.plane_canvas.figure, self.curves, "plane",
+                                  self.distortion, self.perception)
+        self.plots = [plane, *self.plots[1:]]
+        self.highlight(self.P)
+
+    def highlight(self, P: int | None) -> None:
+        """Move the current-P markers (plane, curves, zoom strip frame)."""
+        self.P = P
+        for plot in self.plots:
+            plot.highlight(P)
+        for canvas in (self.plane_canvas, self.curves_canvas):
+            canvas.draw_idle()
+        self._frame_zoom()
+
+    # zoom strip ---------------------------------------------------------------------------------
+
+    def add_zoom_layer(self) -> None:
+        """A Shapes layer with the default (centre) rectangle over the result, to move/resize."""
+        if self.run is None or "mean" not in self.run.layers:
+            raise ParameterError("no result to zoom into yet: press Sample first")
+        mean = self.run.layers["mean"]
+        top, left, bottom, right = perception.zoom_box(self.run.stack.sample_shape)
+        corners = np.array([[top, left], [bottom, right]], dtype=float) - 0.5
+        layer = self.viewer.add_shapes(
+            [corners], shape_type="rectangle", name=ZOOM_LAYER, edge_color="yellow",
+            face_color="transparent", edge_width=1.5 * float(np.min(mean.scale[-2:])),
+            scale=mean.scale[-2:], translate=mean.translate[-2:], metadata={ZOOM_KEY: True},
+        )
+        layer.mode = "select"
+        self.refresh_zoom()
+
+    def _watch_shapes(self, event: Any = None) -> None:
+        from napari.layers import Shapes
+
+        layer = getattr(event, "value", None)
+        if isinstance(layer, Shapes) and id(layer) not in self._shapes:
+            self._shapes.add(id(layer))
+            layer.events.data.connect(self.refresh_zoom)
+
+    def region(self) -> tuple[float, float, float, float] | None:
+        """The zoom rectangle in the result's pixel coordinates, or None (centre)."""
+        from napari.layers import Shapes
+
+        if self.run is None or "mean" not in self.run.layers:
+            return None
+        shapes = [layer for layer in self.viewer.layers if isinstance(layer, Shapes)]
+        active = self.viewer.layers.selection.active
+        shapes.sort(key=lambda layer: (not layer.metadata.get(ZOOM_KEY), layer is not active))
+        mean = self.run.layers["mean"]
+        for layer in shapes:
+            rectangles = [data for data, kind in zip(layer.data, layer.shape_type)
+                          if kind == "rectangle"]
+            if rectangles:
+                world = [layer.data_to_world(vertex) for vertex in rectangles[-1][:, -2:]]
+                pixels = np.array([mean.world_to_data(point) for point in world])[:, -2:] + 0.5
+                return (*pixels.min(axis=0), *pixels.max(axis=0))
+        return None
+
+    def refresh_zoom(self, event: Any = None) -> None:
+        """Redraw the zoom strip (the P-average at P ∈ {1, 2, 4, 32} over the region)."""
+        run = self.run
+        if run is None or run.stack is None:
+            return
+        try:
+            box = self.region()
+            self.zoom_box = perception.zoom_box(run.stack.sample_shape, box)
+        except ParameterError as error:
+            self.set_message(str(error))
+            box = None
+            self.zoom_box = perception.zoom_box(run.stack.sample_shape)
+        strip = perception.zoom_strip(run.stack, self.zoom_box)
+        figure = self.zoom_canvas.figure
+        figure.clear()
+        crops = [crop.mean(axis=-1) if crop.ndim == 3 else crop for _, crop in strip]
+        high = float(np.percentile(np.concatenate([c.ravel() for c in crops]), 99.5)) or 1.0
+        self._zoom_axes = []
+        for index, ((P, _), crop) in enumerate(zip(strip, crops)):
+            axis = figure.add_subplot(1, len(strip), index + 1)
+            axis.imshow(crop, cmap="gray", vmin=0, vmax=high)
+            axis.set_title(f"P={P}", fontsize=8)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            self._zoom_axes.append((P, axis))
+        where = "region" if box is not None else "centre"
+        figure.suptitle(f"P-average, {where} rows {self.zoom_box[0]}–{self.zoom_box[2]}, "
+                        f"columns {self.zoom_box[1]}–{self.zoom_box[3]}", fontsize=7)
+        figure.tight_layout(rect=(0, 0, 1, 0.9))
+        self._frame_zoom()
+
+    def _frame_zoom(self) -> None:
+        for P, axis in self._zoom_axes:
+            current = P == self.P
+            for spine in axis.spines.values():
+                spine.set_edgecolor("tab:red" if current else "black")
+                spine.set_linewidth(2.5 if current else 0.5)
+        self.zoom_canvas.draw_idle()
+

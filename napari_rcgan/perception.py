@@ -147,10 +147,10 @@ def perceptual_images(images: np.ndarray):
 
     from napari_rcgan.metrics import as_image_batch, min_max
 
-    images = np.asarray(images, np.float32)
+    images = torch.from_numpy(np.asarray(images, np.float32))
     if images.ndim == 4:
-        return as_image_batch(torch.from_numpy(images).permute(0, 3, 1, 2)).clamp(0, 1)
-    return min_max(as_image_batch(images))
+        return as_image_batch(images.permute(0, 3, 1, 2)).clamp(0, 1)
+    return min_max(as_image_batch(images[:, None]))  # (N, 1, H, W): never read as one RGB image
 
 
 def resolve_precision(precision: str, device: str = "cpu") -> str:

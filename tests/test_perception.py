@@ -162,3 +162,42 @@ def test_sample_pd_figure_writes_the_plane_and_prints_the_best_P(
               str(tmp_path / "b.h5"), "--pd-figure", str(tmp_path / "pd.pdf")])
     assert stopped.value.code == 2
     assert "--pd-figure" in capsys.readouterr().err and not (tmp_path / "b.h5").exists()
+
+
+def test_evaluate_per_P_numbers_are_the_curves_of_each_slice(
+    small_fastmri_file, mri_weights_64, feature_dir, tmp_path
+):
+    """``evaluate``'s ``lpips``/``dists`` per P (metrics.json) and the explorer's curves agree on
+    the same slice, measurement and seed (one slice: the mean over slices is that slice's)."""
+    import shutil
+
+    from napari_rcgan.evaluation import EvaluationOptions, evaluate
+    from napari_rcgan.io import FastMRIFile
+    from napari_rcgan.sampler import PosteriorSampler
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    shutil.copy(small_fastmri_file, folder / small_fastmri_file.name)
+    sampler = PosteriorSampler(str(mri_weights_64), device="cpu")
+    options = EvaluationOptions(metrics=("psnr", "ssim", "apsd", "lpips", "dists"),
+                                feature_dir=str(feature_dir))
+    values = evaluate(sampler, folder, [4.0], [1, 2, 4], max_slices=1, options=options)["R"]["4"]
+    kspace = FastMRIFile.open(folder / small_fastmri_file.name).read_kspace(0)
+    measurement = sampler.measure_mri(kspace, R=4.0, mask_kind="gro")
+    result = sampler.sample(measurement, 4, seed=0)
+    curves = perception.pd_curves(result.stack, measurement.reference, [1, 2, 4], folder=feature_dir)
+    # LPIPS/DISTS: batches of different sizes reach oneDNN's convolutions, and unit-normalised
+    # features of the near-zero background amplify their rounding (measured up to 4e-6)
+    tolerance = {"psnr": 1e-6, "ssim": 1e-6, "lpips": 5e-5, "dists": 5e-5}
+    for P in (1, 2, 4):
+        for name, atol in tolerance.items():
+            assert values[name][str(P)] == pytest.approx(curves.at(P)[name], abs=atol), name
+    assert values["lpips"]["1"] > 100 * tolerance["lpips"] and values["dists"]["1"] > 0.05
+
+
+def test_three_grey_estimates_are_three_images_not_one_colour_image(feature_dir):
+    stack, _, reference = _posterior(count=3)
+    averages = np.stack([stack.mean(P) for P in (1, 2, 3)])
+    distances = perception.perceptual_distances(averages, reference, feature_dir)
+    assert distances["lpips"].shape == distances["dists"].shape == (3,)
+    assert perception.perceptual_images(averages).shape == (3, 3, 64, 64)

@@ -51,12 +51,12 @@ def curves_job(run: SamplingRun, device: str):
         return run.run_id, None, str(error)
 
 
-def _canvas(figure_size: tuple[float, float]):
+def _canvas(figure_size: tuple[float, float], minimum_height: int):
     from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
     from matplotlib.figure import Figure
 
     canvas = FigureCanvasQTAgg(Figure(figsize=figure_size, dpi=90))
-    canvas.setMinimumHeight(CANVAS_HEIGHT - 40)
+    canvas.setMinimumHeight(minimum_height)
     canvas.setMaximumHeight(CANVAS_HEIGHT)
     return canvas
 
@@ -89,15 +89,15 @@ class PDExplorer(QWidget):
         row.addWidget(QLabel("perception"))
         row.addWidget(self.perception_combo)
         plane_layout.addLayout(row)
-        self.plane_canvas = _canvas((3.6, 2.5))
+        self.plane_canvas = _canvas((3.6, 2.5), 110)
         plane_layout.addWidget(self.plane_canvas)
 
         self.curves_page, curves_layout = self._page()
-        self.curves_canvas = _canvas((3.6, 2.5))
+        self.curves_canvas = _canvas((3.6, 2.5), 136)
         curves_layout.addWidget(self.curves_canvas)
 
         self.zoom_page, zoom_layout = self._page()
-        self.zoom_canvas = _canvas((3.6, 1.6))
+        self.zoom_canvas = _canvas((3.6, 1.6), 100)
         zoom_layout.addWidget(self.zoom_canvas)
         self.zoom_button = QPushButton("Zoom region (rectangle)")
         self.zoom_button.setToolTip("Add a Shapes layer with a rectangle you can move and resize")

@@ -62,7 +62,7 @@ def test_explorer_metrics_are_the_runs_per_P_curves(viewer_widget, data, feature
         assert row["dists"] == pytest.approx(expected.at(P)["dists"], abs=3e-3)
     explorer = widget.pd_explorer
     curves = explorer.curves
-    best = f"best perception: P={curves.best('dists')} (DISTS)"
+    best = f"best perception P={curves.best('dists')} (DISTS)"
     assert best in explorer.labels[0].text()
     plane = explorer.plane_canvas.figure.axes[0]
     assert plane.get_xlabel() == "distortion: PSNR (dB)"

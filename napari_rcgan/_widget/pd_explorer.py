@@ -89,15 +89,15 @@ class PDExplorer(QWidget):
         row.addWidget(QLabel("perception"))
         row.addWidget(self.perception_combo)
         plane_layout.addLayout(row)
-        self.plane_canvas = _canvas((3.6, 2.5), 110)
+        self.plane_canvas = _canvas((3.6, 1.5), 110)
         plane_layout.addWidget(self.plane_canvas)
 
         self.curves_page, curves_layout = self._page()
-        self.curves_canvas = _canvas((3.6, 2.5), 136)
+        self.curves_canvas = _canvas((3.6, 1.75), 136)
         curves_layout.addWidget(self.curves_canvas)
 
         self.zoom_page, zoom_layout = self._page()
-        self.zoom_canvas = _canvas((3.6, 1.6), 100)
+        self.zoom_canvas = _canvas((3.6, 1.3), 100)
         zoom_layout.addWidget(self.zoom_canvas)
         self.zoom_button = QPushButton("Zoom region (rectangle)")
         self.zoom_button.setToolTip("Add a Shapes layer with a rectangle you can move and resize")
@@ -117,6 +117,7 @@ class PDExplorer(QWidget):
         page = QWidget()
         layout = QVBoxLayout(page)
         layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(2)
         label = QLabel()
         label.setWordWrap(True)
         layout.addWidget(label)
@@ -188,8 +189,8 @@ class PDExplorer(QWidget):
     @staticmethod
     def _summary(curves: perception.PDCurves) -> str:
         if curves.has_perceptual and len(curves.P) > 1:
-            text = (f"best perception: P={curves.best('dists')} (DISTS), P={curves.best('lpips')} "
-                    f"(LPIPS); best distortion: P={curves.best('psnr')} (PSNR)")
+            text = (f"best perception P={curves.best('dists')} (DISTS), {curves.best('lpips')} "
+                    f"(LPIPS); best distortion P={curves.best('psnr')} (PSNR)")
         else:
             text = ""
         return "\n".join([line for line in (text, *curves.notes) if line])

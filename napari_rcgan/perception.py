@@ -162,11 +162,9 @@ def resolve_precision(precision: str, device: str = "cpu") -> str:
         return precision
     if str(device) != "cpu":
         return "fp32"
-    import torch
+    from napari_rcgan.backends import cpu_has_bf16
 
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    native = any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
-    return "bf16" if native else "fp32"
+    return "bf16" if cpu_has_bf16() else "fp32"
 
 
 @functools.lru_cache(maxsize=4)

@@ -1,13 +1,15 @@
 """Measure the self-check on in- and out-of-distribution scans (the README's threshold table).
 
-    python benchmarks/selfcheck_thresholds.py [--weights mri] [--R 4 8] [--P 8]
+    python benchmarks/selfcheck_thresholds.py [--weights mri] [--data sample_data/brain_sim.h5]
+        [--R 4 8] [--P 8]
 
-Cases, all 128x128 with 8 virtual coils, k-space simulated like the demo weights' training data
-(12 birdcage coils, 256x136 raw k-space, compact layout) unless stated:
+Cases, all simulated like the sample data (raw 10-coil 256×136 acquisitions, a 136×136 field of
+view, :mod:`training.make_sample_data`):
 
-- ``brain T2 (sample data)``: the shipped held-out slices ``sample_data/brain_sim.h5``;
+- ``brain T2 (sample data)``: the shipped held-out slices ``--data``;
 - ``random weights``: the same slices, a randomly initialised generator of the same architecture;
-- ``brain T1``: Colin27 with its T1 contrast (the weights saw T2-like contrast only), same slices;
+- ``brain T1``: the same Colin27 slices with their T1 contrast (the weights saw T2-like
+  contrasts around Colin27 T1 only through domain randomisation);
 - ``face``: a grey face photo (scikit-image's astronaut) turned into multicoil k-space.
 
 For each case and R it prints the self-check numbers and, since the truth is known here, the PSNR
@@ -28,7 +30,6 @@ from napari_rcgan.uncertainty import self_check
 from napari_rcgan.weights import Weights, build_generator, load_weights
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "brain_sim.h5"
-SLICES = (86, 88, 90, 92)
 
 
 def random_like(spec: str) -> Weights:
@@ -41,49 +42,46 @@ def random_like(spec: str) -> Weights:
     return Weights(weights.metadata, state, f"random init of {spec}")
 
 
-def simulated(image_slices: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
-    """Compact 8-coil 128x128 k-space of real 2-D images, as the demo training data was made."""
-    from training.simulate import _compact, birdcage_coil_maps, noise_mixing_matrix, simulate_kspace
+def cases(weights: str, data: Path) -> dict[str, tuple[str | Weights, list[np.ndarray]]]:
+    import tempfile
 
-    rng = np.random.default_rng(seed)
-    maps = birdcage_coil_maps(12, (256, 136), 128, rng)
-    mixing = noise_mixing_matrix(12, rng)
-    return [
-        _compact(
-            simulate_kspace(image, 12, (256, 136), 128, rng=rng, coil_maps=maps,
-                            noise_mixing=mixing),
-            128,
-        )
-        for image in image_slices
-    ]
+    from skimage import color
+    from skimage import data as skimage_data
 
+    from training.make_sample_data import BRAIN_COILS, FOV, KSPACE_SHAPE, brain_slices
+    from training.simulate import simulate_kspace, write_heldout_file
 
-def cases(weights: str) -> dict[str, tuple[str | Weights, list[np.ndarray]]]:
-    from skimage import color, data
-
-    from training.simulate import axial_slices, load_anatomy
-
-    brain = FastMRIFile.open(SAMPLE)
+    brain = FastMRIFile.open(data)
     t2 = [brain.read_kspace(i) for i in range(brain.num_slices)]
-    t1 = simulated(list(axial_slices(load_anatomy("colin27", "t1"), SLICES)))
-    face = color.rgb2gray(data.astronaut())[30:230, 150:350]
+    with tempfile.TemporaryDirectory() as folder:
+        t1_file = write_heldout_file(
+            Path(folder) / "t1.h5", "colin27", [(o, i, "t1") for o, i, _ in brain_slices()],
+            seed=0, coils=BRAIN_COILS, kspace_shape=KSPACE_SHAPE, image_size=FOV,
+        )
+        t1_data = FastMRIFile.open(t1_file)
+        t1 = [t1_data.read_kspace(i) for i in range(t1_data.num_slices)]
+    face = color.rgb2gray(skimage_data.astronaut())[30:230, 150:350]
+    rng = np.random.default_rng(0)
+    faces = [simulate_kspace(image, BRAIN_COILS, KSPACE_SHAPE, FOV, rng=rng)
+             for image in (face, face.T)]
     return {
         "brain T2 (sample data)": (weights, t2),
         "random weights": (random_like(weights), t2),
         "brain T1": (weights, t1),
-        "face": (weights, simulated([face, face.T])),
+        "face": (weights, faces),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="mri")
+    parser.add_argument("--data", type=Path, default=SAMPLE)
     parser.add_argument("--R", type=float, nargs="+", default=[4.0, 8.0])
     parser.add_argument("--P", type=int, default=8)
     args = parser.parse_args()
     print("| case | R | verdicts | error ratio | coverage | PSNR mean(32) / zero-filled |")
     print("|---|---|---|---|---|---|")
-    for name, (weights, kspaces) in cases(args.weights).items():
+    for name, (weights, kspaces) in cases(args.weights, args.data).items():
         sampler = PosteriorSampler(weights, device="cpu")
         for R in args.R:
             ratios, coverages, verdicts, gains = [], [], [], []

@@ -49,11 +49,11 @@ from napari_rcgan.sampler import CancelFlag, MRIMeasurement, PosteriorSampler
 VERDICTS = ("fits", "uncertain", "out_of_distribution")
 MIN_OUTSIDE_LINES = 4
 """Fewest measured lines outside the fully sampled centre for which a self-check is made."""
-FIT_RATIO = 0.5
+FIT_RATIO = 0.8
 """``error_ratio`` at or below which (with enough coverage) the model "fits" the scan."""
-OOD_RATIO = 0.7
+OOD_RATIO = 0.95
 """``error_ratio`` at or above which the scan is "out_of_distribution" for the model."""
-MIN_FIT_COVERAGE = 0.5
+MIN_FIT_COVERAGE = 0.3
 """Fewest held-out values inside the samples' spread for a "fits" verdict."""
 FOREGROUND_FRACTION = 0.05
 """Interval region: pixels whose P-average exceeds this fraction of its maximum."""

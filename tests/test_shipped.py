@@ -21,7 +21,8 @@ def test_bundled_weights_match_their_metadata_and_the_sample_data():
     assert set(bundled_weights()) == {"mri", "faces"}
     mri = read_metadata(bundled_weights()["mri"])
     data = FastMRIFile.open(BRAIN)
-    assert mri.task == "mri" and mri.channels == data.num_coils == 8
+    # 10 receive coils, compressed to the weights' 8 virtual coils.
+    assert mri.task == "mri" and mri.channels == 8 and data.num_coils == 10
     # The sample acquisition (2x readout oversampling, 136x136 field of view) is larger than the
     # weights: they see its whole field of view at 128x128.
     assert tuple(mri.image_size) == (128, 128) and data.kspace_shape == (256, 136)

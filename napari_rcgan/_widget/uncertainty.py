@@ -300,6 +300,12 @@ class UncertaintyPanel(QGroupBox):
 
     def refresh_shapes(self, *_: Any) -> None:
         """Offer the viewer's Shapes layers as ROI layers (keeping the current choice)."""
+        try:
+            self._refresh_shapes()
+        except RuntimeError:  # the Qt side is gone (viewer closing)
+            pass
+
+    def _refresh_shapes(self) -> None:
         current = self.roi_combo.currentText()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes)]
         self.roi_combo.blockSignals(True)
@@ -328,6 +334,12 @@ class UncertaintyPanel(QGroupBox):
 
     def update_roi(self, *_: Any) -> None:
         """Recompute and draw the ROI posterior (the chosen Shapes layer over the last run)."""
+        try:
+            self._update_roi()
+        except RuntimeError:  # the Qt side is gone (viewer closing)
+            pass
+
+    def _update_roi(self) -> None:
         self.roi_values = None
         self.roi_axis.clear()
         layer = self.roi_layer()

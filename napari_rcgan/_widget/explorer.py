@@ -75,9 +75,9 @@ class Explorer(QGroupBox):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
-        self.figure = Figure(figsize=(3.4, 2.0), dpi=90)
+        self.figure = Figure(figsize=(3.4, 1.4), dpi=90)
         self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(160)
+        self.canvas.setMinimumHeight(110)
         self.canvas.setMaximumHeight(200)
         self.psnr_axis = self.figure.add_subplot(111)
         self.ssim_axis = self.psnr_axis.twinx()

@@ -77,6 +77,7 @@ class PDExplorer(QWidget):
         self._worker = None
         self._shapes: set[int] = set()
         self.labels: list[QLabel] = []
+        self._pages_alive = True
 
         self.plane_page, plane_layout = self._page()
         row = QHBoxLayout()
@@ -89,11 +90,11 @@ class PDExplorer(QWidget):
         row.addWidget(QLabel("perception"))
         row.addWidget(self.perception_combo)
         plane_layout.addLayout(row)
-        self.plane_canvas = _canvas((3.6, 1.5), 110)
+        self.plane_canvas = _canvas((3.6, 1.3), 100)
         plane_layout.addWidget(self.plane_canvas)
 
         self.curves_page, curves_layout = self._page()
-        self.curves_canvas = _canvas((3.6, 1.75), 136)
+        self.curves_canvas = _canvas((3.6, 1.4), 110)
         curves_layout.addWidget(self.curves_canvas)
 
         self.zoom_page, zoom_layout = self._page()
@@ -111,7 +112,12 @@ class PDExplorer(QWidget):
         self.distortion_combo.currentIndexChanged.connect(self._redraw_plane)
         self.perception_combo.currentIndexChanged.connect(self._redraw_plane)
         viewer.layers.events.inserted.connect(self._watch_shapes)
+        # the pages live in the dock; when it closes, a curves worker still running must not touch them
+        self.plane_page.destroyed.connect(self._on_pages_destroyed)
         self.set_message("no result yet")
+
+    def _on_pages_destroyed(self) -> None:
+        self._pages_alive = False
 
     def _page(self) -> tuple[QWidget, QVBoxLayout]:
         page = QWidget()
@@ -162,7 +168,7 @@ class PDExplorer(QWidget):
 
     def _on_returned(self, value: tuple[int, Any, str]) -> None:
         run_id, curves, message = value
-        if self.run is None or run_id != self.run.run_id:
+        if not self._pages_alive or self.run is None or run_id != self.run.run_id:
             return
         if curves is None:
             self.set_message(f"perception–distortion curves failed: {message}")

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEventLoop, QTimer, Signal
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from napari_rcgan._widget.controls import Controls, task_of, wrappable
 from napari_rcgan._widget.explorer import Explorer, curve_points
@@ -70,6 +70,7 @@ class PosteriorSamplerWidget(QWidget):
         self._input_removed = False
 
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
         self.controls = Controls(napari_viewer)
         self.explorer = Explorer()
         self.pd_explorer = PDExplorer(napari_viewer)
@@ -77,9 +78,16 @@ class PosteriorSamplerWidget(QWidget):
             self.explorer.tabs.addTab(page, title)
         self.layers = LayerPublisher(napari_viewer)
         layout.addWidget(self.controls)
-        layout.addWidget(self.explorer)
         self.uncertainty = UncertaintyPanel(napari_viewer)
-        layout.addWidget(self.uncertainty)
+        # the two result panels share one tabbed area so the dock fits a laptop screen (<= 800 px)
+        self.panels = QTabWidget()
+        self.panels.addTab(self.explorer, "P explorer")
+        uncertainty_page = QScrollArea()
+        uncertainty_page.setWidgetResizable(True)
+        uncertainty_page.setWidget(self.uncertainty)
+        self.panels.addTab(uncertainty_page, "Uncertainty")
+        self.panels.setMinimumHeight(240)
+        layout.addWidget(self.panels)
         layout.addStretch(1)
         self._alias_fields()
 

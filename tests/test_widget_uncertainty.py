@@ -75,9 +75,11 @@ def open_file(viewer, path) -> Layer:
     return layers[0]
 
 
-def screenshot(viewer, name: str) -> None:
+def screenshot(viewer, widget, name: str) -> None:
     from PIL import Image
     from qtpy.QtWidgets import QApplication
+
+    widget.panels.setCurrentIndex(1)  # the Uncertainty tab
 
     for layer in viewer.layers:
         if layer.name == "mask preview":
@@ -120,7 +122,7 @@ def test_self_check_verdict_after_each_run_and_switch(shown):
     assert "self-check: fits" in text and f"{100 * attrs['selfcheck_error_ratio']:.0f}%" in text
     assert "The model fits this scan" in text
     only_visible(viewer, "mean (P-average)")
-    screenshot(viewer, "uncertainty_selfcheck.png")
+    screenshot(viewer, widget, "uncertainty_selfcheck.png")
 
     panel.self_check_box.setChecked(False)
     run = widget.run_sampling(P=4, R=4, seed=0, weights="mri", device="cpu")
@@ -149,7 +151,7 @@ def test_interval_layers_follow_p_and_need_calibrated_weights(shown, calibrated_
     widget.explore(16)
     only_visible(viewer, "mean (P-average)", HALFWIDTH, OUTSIDE)
     grid(viewer).enabled = True
-    screenshot(viewer, "uncertainty_intervals.png")
+    screenshot(viewer, widget, "uncertainty_intervals.png")
 
 
 def test_weights_without_calibration_give_no_interval_layers(make_napari_viewer,
@@ -190,7 +192,7 @@ def test_principal_component_layers_and_walk(shown):
     panel.set_walk(1, 3.0)
     only_visible(viewer, pc_name(1), pc_name(2), WALK_NAME, "mean (P-average)")
     grid(viewer).enabled = True
-    screenshot(viewer, "uncertainty_pcs.png")
+    screenshot(viewer, widget, "uncertainty_pcs.png")
     grid(viewer).enabled = False
 
 
@@ -219,7 +221,7 @@ def test_roi_posterior_histogram_from_a_shapes_layer(shown):
     assert "90% credible interval" in text and "reference" in text
     assert len(panel.roi_axis.patches) > 0 and len(panel.roi_axis.lines) == 1
     only_visible(viewer, "mean (P-average)", "ROI")
-    screenshot(viewer, "uncertainty_roi.png")
+    screenshot(viewer, widget, "uncertainty_roi.png")
 
     # editing the shapes updates the posterior; an ROI outside the image says so
     shapes.data = [np.array([[9.5, 9.5], [20.4, 9.5], [20.4, 20.4], [9.5, 20.4]]) * scale

@@ -135,3 +135,12 @@ def write_broken_files(folder: str | Path) -> dict[str, Path]:
     bad_png = folder / "bad.png"
     bad_png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
     return {"corrupt": corrupt, "no_kspace": no_kspace, "bad_png": bad_png}
+
+
+def dock_sampler_widget(viewer):
+    """A :class:`PosteriorSamplerWidget` docked in ``viewer`` as napari's menu would dock it."""
+    from napari_rcgan._widget import PosteriorSamplerWidget
+
+    widget = PosteriorSamplerWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Posterior sampler")
+    return widget

@@ -10,7 +10,6 @@ import yaml
 from napari.layers import Layer
 
 from napari_rcgan._reader import get_reader
-from napari_rcgan._widget import PosteriorSamplerWidget
 from napari_rcgan.physics.inpainting import center_square_hole
 from napari_rcgan.weights import read_metadata
 from tests import plugin_helpers as helpers
@@ -42,8 +41,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
 def test_widget_samples_with_trained_comodgan_weights(make_napari_viewer, trained):
     viewer = make_napari_viewer()
-    widget = PosteriorSamplerWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Posterior sampler")
+    widget = helpers.dock_sampler_widget(viewer)
     path = str(trained["face"])
     for item in get_reader(path)(path):
         viewer.add_layer(Layer.create(*item))

@@ -40,8 +40,7 @@ def open_file(viewer, path) -> Layer:
 @pytest.fixture
 def viewer_widget(make_napari_viewer, data):
     viewer = make_napari_viewer()
-    widget = PosteriorSamplerWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Posterior sampler")
+    widget = helpers.dock_sampler_widget(viewer)
     open_file(viewer, data["mri"])
     return viewer, widget
 

@@ -39,8 +39,7 @@ def data(tmp_path_factory):
 @pytest.fixture
 def viewer_widget(make_napari_viewer):
     viewer = make_napari_viewer()
-    widget = PosteriorSamplerWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Posterior sampler")
+    widget = helpers.dock_sampler_widget(viewer)
     return viewer, widget
 
 

@@ -15,7 +15,7 @@ from qtpy.QtCore import QTimer
 
 from napari_rcgan import session as session_module
 from napari_rcgan._reader import get_reader
-from napari_rcgan._widget import LAYER_NAMES, PREVIEW_NAME, PosteriorSamplerWidget
+from napari_rcgan._widget import LAYER_NAMES, PREVIEW_NAME
 from napari_rcgan._widget.layers import SD_NEEDS_TWO
 from napari_rcgan._writer import write_h5
 from napari_rcgan.bundled import brain_sample_path
@@ -41,8 +41,7 @@ def data(tmp_path_factory):
 @pytest.fixture
 def viewer_widget(make_napari_viewer):
     viewer = make_napari_viewer()
-    widget = PosteriorSamplerWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Posterior sampler")
+    widget = helpers.dock_sampler_widget(viewer)
     return viewer, widget
 
 
@@ -215,8 +214,7 @@ def test_removing_the_input_while_sampling_stops_cleanly(viewer_widget, data, mo
 def test_closing_the_viewer_while_sampling_stops_cleanly(make_napari_viewer, data, monkeypatch,
                                                          qtbot):
     viewer = make_napari_viewer()
-    widget = PosteriorSamplerWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Posterior sampler")
+    widget = helpers.dock_sampler_widget(viewer)
     open_file(viewer, data["mri"])
     sampler = widget.session.sampler(data["mri_weights"], "cpu")
     release, calls = gate_after_first_chunk(sampler, monkeypatch)

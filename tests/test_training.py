@@ -99,6 +99,14 @@ def test_smoke_mri_trains_resumes_exports_and_samples(mri_root, tmp_path, capsys
     assert checkpoint["rcgan"]["val_metrics"]["examples"] == 4
     assert checkpoint["rcgan"]["train_seconds"] > first_run_seconds > 0, "time adds up over resumes"
     assert "cpu" in checkpoint["rcgan"]["hardware"]
+    assert checkpoint["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(
+        yaml.safe_load(config.read_text())["train"]["lr"])
+
+    # A resume with a changed learning rate trains with it (not with the lr saved in the Adam state).
+    trainer = _train(config, out, "--max-steps", "6", "--resume", "--set", "train.lr=1.0e-5")
+    assert [group["lr"] for opt in trainer.optimizers for group in opt.param_groups] == [1e-5, 1e-5]
+    checkpoint = torch.load(out / "last.ckpt", weights_only=True)
+    assert checkpoint["optimizer_states"][1]["param_groups"][0]["lr"] == pytest.approx(1e-5)
 
     # Export: generator + metadata readable by the plugin.
     weights = tmp_path / "smoke.safetensors"

@@ -317,23 +317,23 @@ class RcGANModule(L.LightningModule):
 
     # -- Lightning hooks ------------------------------------------------------------------------
 
-    def configure_optimizers(self):
+    def optimizer_settings(self) -> list[tuple[float, tuple[float, float]]]:
+        """``[(lr, betas)]`` of the generator and the critic optimizers, from the config."""
         train = self.config.train
         betas = tuple(train.betas)
-        generator_lr, generator_betas = train.lr, betas
+        generator = (train.lr, betas)
         if self.config.method == "comodgan" and train.pl_weight > 0:
-            generator_lr, generator_betas = comodgan_losses.lazy_adam_settings(
-                train.lr, betas, train.pl_interval
-            )
+            generator = comodgan_losses.lazy_adam_settings(train.lr, betas, train.pl_interval)
+        critic = (train.critic_lr or train.lr, betas)
+        if self.config.method == "comodgan":
+            critic = comodgan_losses.lazy_adam_settings(critic[0], betas, train.r1_interval)
+        return [generator, critic]
+
+    def configure_optimizers(self):
+        (generator_lr, generator_betas), (critic_lr, critic_betas) = self.optimizer_settings()
         generator = torch.optim.Adam(
             self.generator.parameters(), lr=generator_lr, betas=generator_betas
         )
-        critic_lr = train.critic_lr or train.lr
-        critic_betas = betas
-        if self.config.method == "comodgan":
-            critic_lr, critic_betas = comodgan_losses.lazy_adam_settings(
-                critic_lr, betas, train.r1_interval
-            )
         critic = torch.optim.Adam(self.critic.parameters(), lr=critic_lr, betas=critic_betas)
         return [generator, critic]
 
@@ -577,3 +577,10 @@ class RcGANModule(L.LightningModule):
             self.beta_sd_table = [float(entry["beta_sd"]) for entry in table]
         self.train_seconds_before = float(state.get("train_seconds", 0.0))
         self.val_metrics = dict(state.get("val_metrics", {}))
+        # The config is the source of truth on --resume: a changed train.lr / betas applies to the
+        # restored Adam states instead of being overwritten by the values saved with them.
+        optimizer_states = checkpoint.get("optimizer_states", [])
+        for state_dict, (lr, betas) in zip(optimizer_states, self.optimizer_settings()):
+            for group in state_dict.get("param_groups", []):
+                group["lr"] = float(lr)
+                group["betas"] = tuple(float(b) for b in betas)

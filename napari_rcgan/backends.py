@@ -206,7 +206,9 @@ class _Sample(nn.Module):
 
 
 class _OpenVINOCache:
-    """Process-wide cache: converted models per (weights, shape), compiled ones per precision."""
+    """Process-wide cache: converted models per (weights, input shapes without the batch),
+    compiled ones per precision. The batch axis is dynamic, so every chunk size of a run (and
+    of later runs) uses one conversion: converting runs Python for seconds and holds the GIL."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -221,7 +223,8 @@ class _OpenVINOCache:
         ``(compiled model, seconds spent converting or None when cached)``; raises on failure."""
         import openvino
 
-        key = (fingerprint, shapes, precision)
+        item_shapes = tuple(shape[1:] for shape in shapes)
+        key = (fingerprint, item_shapes, precision)
         with self.lock:
             if key in self.compiled:
                 return self.compiled[key], None
@@ -231,7 +234,7 @@ class _OpenVINOCache:
             try:
                 if self.core is None:
                     self.core = openvino.Core()
-                model = self.converted.get((fingerprint, shapes))
+                model = self.converted.get((fingerprint, item_shapes))
                 if model is None:
                     with torch.no_grad(), warnings.catch_warnings():
                         # Tracing warns about shape checks; shapes are fixed per converted model.
@@ -239,9 +242,9 @@ class _OpenVINOCache:
                         model = openvino.convert_model(
                             _Sample(module),
                             example_input=tuple(torch.zeros(shape) for shape in shapes),
-                            input=[openvino.PartialShape(list(shape)) for shape in shapes],
+                            input=[openvino.PartialShape([-1, *shape]) for shape in item_shapes],
                         )
-                    self.converted[(fingerprint, shapes)] = model
+                    self.converted[(fingerprint, item_shapes)] = model
                 config = {
                     "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                     "PERFORMANCE_HINT": "LATENCY",
@@ -298,11 +301,12 @@ class OpenVINOBackend:
     def __call__(self, condition: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         if self.fallback is None:
             shapes = (tuple(condition.shape), tuple(code.shape))
+            item_shapes = tuple(shape[1:] for shape in shapes)
             try:
-                request = self._requests.get(shapes)
+                request = self._requests.get(item_shapes)
                 if request is None:
                     request = self.compiled_model(shapes).create_infer_request()
-                    self._requests[shapes] = request
+                    self._requests[item_shapes] = request
             except RcganError as error:
                 self.failure = str(error)
                 self.fallback = TorchBackend(self.module, torch.device("cpu"), self.precision)

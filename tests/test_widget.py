@@ -14,6 +14,7 @@ from napari.utils.notifications import NotificationSeverity, notification_manage
 from napari_rcgan import _sample_data, bundled
 from napari_rcgan._reader import get_reader
 from napari_rcgan._widget import LAYER_NAMES, PREVIEW_NAME, RESULT_KINDS, PosteriorSamplerWidget
+from napari_rcgan._widget.layers import COLORBAR_KEY
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.physics.inpainting import center_square_hole
 from napari_rcgan.sampler import PosteriorSampler
@@ -113,8 +114,18 @@ def test_mri_sampling_gives_seven_layers_with_metadata(viewer_widget, data):
     assert tuple(layers["samples"].contrast_limits) == tuple(layers["mean"].contrast_limits)
     assert layers["error"].colormap.name != layers["std"].colormap.name
     assert {layers["error"].colormap.name, layers["std"].colormap.name}.isdisjoint({"gray"})
-    assert layers["std"].colorbar.visible and layers["error"].colorbar.visible
-    assert not layers["mean"].colorbar.visible
+    assert layers["std"].metadata[COLORBAR_KEY] and layers["error"].metadata[COLORBAR_KEY]
+    assert not layers["mean"].metadata[COLORBAR_KEY]
+    # a colour bar is drawn for the map the user sees: the P-average on top covers SD and error
+    assert not any(layer.colorbar.visible for layer in layers.values())
+    layers["mean"].visible = False
+    assert layers["error"].colorbar.visible and not layers["std"].colorbar.visible
+    layers["error"].opacity = 0.5
+    assert layers["error"].colorbar.visible and layers["std"].colorbar.visible
+    layers["error"].visible = False
+    assert layers["std"].colorbar.visible and not layers["error"].colorbar.visible
+    layers["mean"].visible, layers["error"].visible, layers["error"].opacity = True, True, 1.0
+    assert not layers["std"].colorbar.visible
     assert LAYER_NAMES["std"] == "SD (uncertainty)" and LAYER_NAMES["error"] == "|mean − reference|"
     order = [layer for layer in viewer.layers if layer in layers.values()]
     assert order.index(layers["samples"]) < min(order.index(layers[k]) for k in ("mean", "std",

@@ -15,7 +15,8 @@ from napari.layers import Layer
 
 from napari_rcgan import bundled, stats
 from napari_rcgan._reader import get_reader
-from napari_rcgan._widget import PosteriorSamplerWidget
+from napari_rcgan._widget import LAYER_NAMES, PosteriorSamplerWidget
+from napari_rcgan._widget.layers import COLORBAR_KEY
 from napari_rcgan._widget.uncertainty import WALK_NAME, pc_name
 from napari_rcgan.calibration import calibrate
 from napari_rcgan.sampler import PosteriorSampler
@@ -144,7 +145,13 @@ def test_interval_layers_follow_p_and_need_calibrated_weights(shown, calibrated_
     region = mean > 0.05 * mean.max()
     expected = region & (np.abs(reference - mean) > scale * stack.std())
     np.testing.assert_array_equal(image(outside, size).astype(bool), expected)
-    assert halfwidth.colorbar.visible
+    order = list(viewer.layers)
+    assert order.index(halfwidth) < order.index(viewer.layers[LAYER_NAMES["mean"]]), (
+        "the P-average stays on top of the interval layers")
+    assert halfwidth.metadata[COLORBAR_KEY] and not halfwidth.colorbar.visible  # covered
+    for layer in order[order.index(halfwidth) + 1:]:
+        layer.visible = False
+    assert halfwidth.colorbar.visible, "the colour bar shows once the map is on screen"
     assert "cover" in panel.interval_label.text()
     widget.explore(4)
     np.testing.assert_allclose(image(halfwidth, size), scale * stack.std(4), rtol=1e-5)

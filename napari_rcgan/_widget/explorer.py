@@ -72,13 +72,10 @@ class Explorer(QGroupBox):
         self.slider.valueChanged.connect(self.P_changed.emit)
 
     def _build_plot(self, layout: QVBoxLayout) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
+        from napari_rcgan._widget.plots import PlotCanvas
 
-        self.figure = Figure(figsize=(3.4, 1.4), dpi=90)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(110)
-        self.canvas.setMaximumHeight(200)
+        self.canvas = PlotCanvas((3.4, 1.4), 110, 200)
+        self.figure = self.canvas.figure
         self.psnr_axis = self.figure.add_subplot(111)
         self.ssim_axis = self.psnr_axis.twinx()
         # fixed margins: tight_layout on every redraw costs the GUI thread tens of ms

@@ -36,8 +36,11 @@ HIDDEN_KINDS = ("mask", "zero_filled", "reference")
 """Created hidden (the user's own inputs, under the results): fewer layers to draw per update."""
 COLOUR_MAPS = {"error": "magma", "std": "viridis"}
 """The maps whose values matter: a colour map and napari's colour bar overlay."""
+COLORBAR_KEY = "rcgan_colorbar"
+"""``layer.metadata`` flag of a layer whose values need a colour bar (drawn while on screen)."""
 SD_NEEDS_TWO = "SD: needs P ≥ 2"
 GRID_TOGGLED_KEY = "rcgan_grid_toggled"
+OPAQUE_BLENDINGS = ("opaque", "translucent", "translucent_no_depth")
 
 
 def is_ours(layer: Any) -> bool:
@@ -95,6 +98,12 @@ def _same(current: Any, value: Any) -> bool:
         return bool(np.array_equal(np.asarray(current, dtype=float), np.asarray(value, dtype=float)))
     except (TypeError, ValueError):
         return False
+
+
+def _opaque(layer: Any) -> bool:
+    """Whether an image layer hides what lies under it (opaque or translucent at full opacity)."""
+    return (isinstance(layer, Image) and float(layer.opacity) >= 1.0
+            and str(getattr(layer.blending, "value", layer.blending)) in OPAQUE_BLENDINGS)
 
 
 def _high(data: np.ndarray, percentile: float) -> float:
@@ -176,14 +185,37 @@ class LayerPublisher:
             previous_layer = previous.pop(kind, None)
             layer = self._place(previous_layer, data, layer_name(run, kind), colour, metadata,
                                 kwargs)
-            layer.colorbar.visible = kind in COLOUR_MAPS
+            layer.metadata[COLORBAR_KEY] = kind in COLOUR_MAPS
             if kind in HIDDEN_KINDS and layer is not previous_layer:
                 layer.visible = False
             run.layers[kind] = layer
-        for layer in previous.values():  # kinds this run does not have (no reference)
+        for kind, layer in previous.items():
+            if layer not in self.viewer.layers:
+                continue
+            if kind in LAYER_ORDER:  # a kind this run does not have (no reference)
+                self.viewer.layers.remove(layer)
+            else:  # outputs of the run's end: removing and re-adding would stall the GUI
+                run.spare_layers[kind] = (layer, bool(layer.visible))
+                layer.visible = False
+        self._label_axes(run)
+        self.sync_colorbars()
+
+    def adopt_spare(self, run: SamplingRun, kind: str) -> Image | None:
+        """The input's previous ``kind`` layer for ``run`` to update in place (visible again
+        if it was), or None."""
+        layer, was_visible = run.spare_layers.pop(kind, (None, False))
+        if layer is None or layer not in self.viewer.layers:
+            return None
+        layer.visible = was_visible
+        run.layers[kind] = layer
+        return layer
+
+    def drop_spares(self, run: SamplingRun) -> None:
+        """Remove the previous run's layers that ``run`` did not reuse."""
+        for layer, _ in run.spare_layers.values():
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
-        self._label_axes(run)
+        run.spare_layers.clear()
 
     def _place(self, layer: Image | None, data: np.ndarray, name: str, colour: bool,
                metadata: dict, kwargs: dict) -> Image:
@@ -280,10 +312,51 @@ class LayerPublisher:
             stacked = data.ndim == 3 and data.shape[-1] != 3
             kwargs: dict[str, Any] = self._geometry(run, stacked)
             kwargs["colormap"] = output.colormap
-            layer = self._place(run.layers.get(name), self._lift(run, np.asarray(data), stacked),
+            previous = run.layers.get(name) or self.adopt_spare(run, name)
+            layer = self._place(previous, self._lift(run, np.asarray(data), stacked),
                                 layer_name(run, name), False, {"rcgan": run.info(name)}, kwargs)
-            layer.colorbar.visible = output.colorbar
+            layer.metadata[COLORBAR_KEY] = output.colorbar
+            if layer is not previous:
+                self._below_the_statistics(run, layer)
             run.layers[name] = layer
+        self.sync_colorbars()
+
+    def _below_the_statistics(self, run: SamplingRun, layer: Image) -> None:
+        """Move a new extra layer right above the sample stack: the P-average stays on top."""
+        layers, samples = self.viewer.layers, run.layers.get("samples")
+        if samples in layers:
+            layers.move(layers.index(layer), layers.index(samples) + 1)
+
+    # colour bars ----------------------------------------------------------------------------
+
+    def watch_colorbars(self) -> None:
+        """Keep :meth:`sync_colorbars` true as layers are added, moved, hidden or shown."""
+        events = self.viewer.layers.events
+        for event in (events.inserted, events.removed, events.moved, events.reordered):
+            event.connect(self.sync_colorbars)
+        events.inserted.connect(self._watch_layer)
+        for layer in self.viewer.layers:
+            self._watch_layer(layer)
+
+    def _watch_layer(self, event_or_layer: Any) -> None:
+        layer = getattr(event_or_layer, "value", event_or_layer)
+        for name in ("visible", "opacity", "blending"):
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.connect(self.sync_colorbars)
+
+    def sync_colorbars(self, event: Any = None) -> None:
+        """Colour bars only where they describe what the user sees: on the result layers that
+        want one (``COLORBAR_KEY``) and are visible and not covered by an opaque image above
+        them (every visible one in grid view). A bar of a covered map would label colours that
+        are not on screen, and each bar costs a software-rendered canvas ~13 ms per draw."""
+        grid = bool(self._grid().enabled)
+        covered = False
+        for layer in reversed(list(self.viewer.layers)):
+            shown = bool(layer.visible) and (grid or not covered)
+            if layer.metadata.get(COLORBAR_KEY) and layer.colorbar.visible != shown:
+                layer.colorbar.visible = shown
+            covered = covered or (shown and _opaque(layer))
 
     def refresh(self, run: SamplingRun) -> None:
         """Names and metadata after a run finished (partial runs say so)."""
@@ -300,6 +373,7 @@ class LayerPublisher:
     def discard(self, run: SamplingRun | None) -> None:
         if run is None:
             return
+        self.drop_spares(run)
         for layer in run.layers.values():
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -321,6 +395,7 @@ class LayerPublisher:
             if layer in shown:
                 layer.name_overlay.visible = enabled
         grid.enabled = bool(enabled)
+        self.sync_colorbars()
         self.viewer.reset_view()
 
     # mask preview ---------------------------------------------------------------------------

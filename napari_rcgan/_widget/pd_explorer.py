@@ -12,6 +12,7 @@ only moves the highlight markers.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_rcgan import perception
+from napari_rcgan._widget.plots import PlotCanvas, new_figure
 from napari_rcgan.errors import ParameterError, RcganError
 
 if TYPE_CHECKING:
@@ -42,23 +44,62 @@ COMPUTING = "measuring PSNR, SSIM, LPIPS and DISTS of every P-average…"
 
 
 @thread_worker(start_thread=False, ignore_errors=True)
-def curves_job(run: SamplingRun, device: str):
-    """Worker: ``(run_id, PDCurves or None, message)``; never raises."""
+def curves_job(run: SamplingRun, device: str, zoom: ZoomRequest, plots: PlotRequest):
+    """Worker: yields the laid-out zoom strip ``(run_id, figure, axes)``, then returns
+    ``(run_id, PDCurves or None, message, [plane PDPlot, curves PDPlot])``; never raises.
+    The figures are built here, off the GUI thread, at the canvases' sizes."""
+    figure = new_figure(zoom.size_inches)
+    yield run.run_id, figure, draw_zoom_strip(figure, run.stack, zoom.box, zoom.where)
     try:
         curves = perception.pd_curves(run.stack, run.reference, precision="auto", device=device)
-        return run.run_id, curves, ""
+        drawn = [
+            perception.PDPlot(new_figure(plots.plane_inches), curves, "plane", plots.distortion,
+                              plots.perception),
+            perception.PDPlot(new_figure(plots.curves_inches), curves, "curves"),
+        ]
+        return run.run_id, curves, "", drawn
     except RcganError as error:
-        return run.run_id, None, str(error)
+        return run.run_id, None, str(error), []
 
 
-def _canvas(figure_size: tuple[float, float], minimum_height: int):
-    from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-    from matplotlib.figure import Figure
+@dataclass(frozen=True)
+class ZoomRequest:
+    """The zoom strip a worker draws: the box (result pixels), where it came from, the size."""
 
-    canvas = FigureCanvasQTAgg(Figure(figsize=figure_size, dpi=90))
-    canvas.setMinimumHeight(minimum_height)
-    canvas.setMaximumHeight(CANVAS_HEIGHT)
-    return canvas
+    box: tuple[int, int, int, int]
+    where: str
+    size_inches: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class PlotRequest:
+    """The plane's axes and the canvases' sizes for the plots a worker draws."""
+
+    distortion: str
+    perception: str
+    plane_inches: tuple[float, float]
+    curves_inches: tuple[float, float]
+
+
+def draw_zoom_strip(figure: Any, stack: Any, box: tuple[int, int, int, int],
+                    where: str) -> list[tuple[int, Any]]:
+    """The P-average at P ∈ {1, 2, 4, 32} over ``box`` on ``figure`` (cleared); ``[(P, axis)]``."""
+    strip = perception.zoom_strip(stack, box)
+    figure.clear()
+    crops = [crop.mean(axis=-1) if crop.ndim == 3 else crop for _, crop in strip]
+    high = float(np.percentile(np.concatenate([c.ravel() for c in crops]), 99.5)) or 1.0
+    axes = []
+    for index, ((P, _), crop) in enumerate(zip(strip, crops)):
+        axis = figure.add_subplot(1, len(strip), index + 1)
+        axis.imshow(crop, cmap="gray", vmin=0, vmax=high)
+        axis.set_title(f"P={P}", fontsize=8)
+        axis.set_xticks([])
+        axis.set_yticks([])
+        axes.append((P, axis))
+    figure.suptitle(f"P-average, {where} rows {box[0]}–{box[2]}, columns {box[1]}–{box[3]}",
+                    fontsize=7)
+    figure.tight_layout(rect=(0, 0, 1, 0.9))
+    return axes
 
 
 class PDExplorer(QWidget):
@@ -90,15 +131,15 @@ class PDExplorer(QWidget):
         row.addWidget(QLabel("perception"))
         row.addWidget(self.perception_combo)
         plane_layout.addLayout(row)
-        self.plane_canvas = _canvas((3.6, 1.3), 100)
+        self.plane_canvas = PlotCanvas((3.6, 1.3), 100, CANVAS_HEIGHT)
         plane_layout.addWidget(self.plane_canvas)
 
         self.curves_page, curves_layout = self._page()
-        self.curves_canvas = _canvas((3.6, 1.4), 110)
+        self.curves_canvas = PlotCanvas((3.6, 1.4), 110, CANVAS_HEIGHT)
         curves_layout.addWidget(self.curves_canvas)
 
         self.zoom_page, zoom_layout = self._page()
-        self.zoom_canvas = _canvas((3.6, 1.3), 100)
+        self.zoom_canvas = PlotCanvas((3.6, 1.3), 100, CANVAS_HEIGHT)
         zoom_layout.addWidget(self.zoom_canvas)
         self.zoom_button = QPushButton("Zoom region (rectangle)")
         self.zoom_button.setToolTip("Add a Shapes layer with a rectangle you can move and resize")
@@ -151,33 +192,53 @@ class PDExplorer(QWidget):
     # computing --------------------------------------------------------------------------------
 
     def start(self, run: SamplingRun) -> None:
-        """A run finished: compute its curves in a worker; draw the zoom strip now (cheap)."""
+        """A run finished: draw its zoom strip and compute and draw its curves in a worker."""
         self.run, self.curves, self.P = run, None, run.drawn
         self.plots = []
         for canvas in (self.plane_canvas, self.curves_canvas):
             canvas.figure.clear()
             canvas.draw_idle()
         self.set_message(COMPUTING)
-        self.refresh_zoom()
+        box, where = self._zoom_region()
+        self.zoom_box = box
         device = str(run.record.sampler.device) if run.record.sampler is not None else "cpu"
-        worker = curves_job(run, "cuda" if device.startswith("cuda") else "cpu")
+        worker = curves_job(
+            run, "cuda" if device.startswith("cuda") else "cpu",
+            ZoomRequest(box, where, self.zoom_canvas.size_inches()),
+            PlotRequest(self.distortion, self.perception, self.plane_canvas.size_inches(),
+                        self.curves_canvas.size_inches()),
+        )
+        worker.yielded.connect(self._on_zoom_drawn)
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
         self._worker = worker
         worker.start()
 
-    def _on_returned(self, value: tuple[int, Any, str]) -> None:
-        run_id, curves, message = value
-        if not self._pages_alive or self.run is None or run_id != self.run.run_id:
+    def _current(self, run_id: int) -> bool:
+        return self._pages_alive and self.run is not None and run_id == self.run.run_id
+
+    def _on_zoom_drawn(self, value: tuple[int, Any, list[tuple[int, Any]]]) -> None:
+        run_id, figure, axes = value
+        if self._current(run_id):
+            self.zoom_canvas.adopt(figure)
+            self._zoom_axes = axes
+            self._frame_zoom()
+
+    def _on_returned(self, value: tuple[int, Any, str, list[perception.PDPlot]]) -> None:
+        run_id, curves, message, plots = value
+        if not self._current(run_id):
             return
         if curves is None:
             self.set_message(f"perception–distortion curves failed: {message}")
             return
         self.curves = curves
         self.set_message(self._summary(curves))
-        self._redraw_plane()
-        self.plots = self.plots[:1] + [
-            perception.PDPlot(self.curves_canvas.figure, curves, "curves")]
+        plane, curve_plot = plots
+        self.plane_canvas.adopt(plane.figure)
+        self.curves_canvas.adopt(curve_plot.figure)
+        self.plots = [plane, curve_plot]
+        if (plane.distortion, plane.perception) != (self.distortion, self.perception):
+            self._redraw_plane()  # the axes were changed while the curves were computed
         self.highlight(self.P or curves.P[-1])
         self.curves_ready.emit(curves)
 
@@ -264,35 +325,23 @@ class PDExplorer(QWidget):
                 return (*pixels.min(axis=0), *pixels.max(axis=0))
         return None
 
+    def _zoom_region(self) -> tuple[tuple[int, int, int, int], str]:
+        """The zoom box of the current run (result pixels) and where it came from."""
+        shape = self.run.stack.sample_shape
+        try:
+            box = self.region()
+            return perception.zoom_box(shape, box), "region" if box is not None else "centre"
+        except ParameterError as error:
+            self.set_message(str(error))
+            return perception.zoom_box(shape), "centre"
+
     def refresh_zoom(self, event: Any = None) -> None:
         """Redraw the zoom strip (the P-average at P ∈ {1, 2, 4, 32} over the region)."""
         run = self.run
         if run is None or run.stack is None:
             return
-        try:
-            box = self.region()
-            self.zoom_box = perception.zoom_box(run.stack.sample_shape, box)
-        except ParameterError as error:
-            self.set_message(str(error))
-            box = None
-            self.zoom_box = perception.zoom_box(run.stack.sample_shape)
-        strip = perception.zoom_strip(run.stack, self.zoom_box)
-        figure = self.zoom_canvas.figure
-        figure.clear()
-        crops = [crop.mean(axis=-1) if crop.ndim == 3 else crop for _, crop in strip]
-        high = float(np.percentile(np.concatenate([c.ravel() for c in crops]), 99.5)) or 1.0
-        self._zoom_axes = []
-        for index, ((P, _), crop) in enumerate(zip(strip, crops)):
-            axis = figure.add_subplot(1, len(strip), index + 1)
-            axis.imshow(crop, cmap="gray", vmin=0, vmax=high)
-            axis.set_title(f"P={P}", fontsize=8)
-            axis.set_xticks([])
-            axis.set_yticks([])
-            self._zoom_axes.append((P, axis))
-        where = "region" if box is not None else "centre"
-        figure.suptitle(f"P-average, {where} rows {self.zoom_box[0]}–{self.zoom_box[2]}, "
-                        f"columns {self.zoom_box[1]}–{self.zoom_box[3]}", fontsize=7)
-        figure.tight_layout(rect=(0, 0, 1, 0.9))
+        self.zoom_box, where = self._zoom_region()
+        self._zoom_axes = draw_zoom_strip(self.zoom_canvas.figure, run.stack, self.zoom_box, where)
         self._frame_zoom()
 
     def _frame_zoom(self) -> None:

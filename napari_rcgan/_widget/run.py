@@ -42,6 +42,9 @@ class SamplingRun:
         slice_axis: scale and position of the input's slice axis where the results sit (MRI
             volumes), or None: the layers then have no slice axis.
         layers: the result layers by kind (``"samples"``, ``"mean"``, ...).
+        spare_layers: the input's previous result layers of kinds that only arrive at the end
+            of a run (intervals, PCs): hidden while this run samples, then reused in place or
+            removed (``{kind: (layer, was_visible)}``).
         P: the P the explorer currently shows (mean, SD and error are of the first P samples).
         metrics: PSNR (dB) and SSIM of the P-average by P (when there is a reference).
     """
@@ -53,6 +56,7 @@ class SamplingRun:
     slice_axis: tuple[float, float] | None = None
     record: RunResult | None = None
     layers: dict[str, Any] = field(default_factory=dict)
+    spare_layers: dict[str, tuple[Any, bool]] = field(default_factory=dict)
     finished: bool = False
     P: int = 0
     metrics: dict[int, tuple[float, float]] = field(default_factory=dict)

@@ -87,6 +87,7 @@ class UncertaintyPanel(QGroupBox):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         super().__init__("Uncertainty")
         self.viewer = viewer
+        self.publisher = LayerPublisher(viewer)
         self.run: SamplingRun | None = None
         self.roi_values: np.ndarray | None = None
         self._pcs: tuple[np.ndarray, np.ndarray] | None = None
@@ -153,13 +154,10 @@ class UncertaintyPanel(QGroupBox):
         self.refresh_shapes()
 
     def _build_plot(self, layout: QVBoxLayout) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
+        from napari_rcgan._widget.plots import PlotCanvas
 
-        self.figure = Figure(figsize=(3.4, 1.5), dpi=90)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(110)
-        self.canvas.setMaximumHeight(140)
+        self.canvas = PlotCanvas((3.4, 1.5), 110, 140)
+        self.figure = self.canvas.figure
         self.roi_axis = self.figure.add_subplot(111)
         self.roi_axis.tick_params(labelsize=7)
         self.figure.subplots_adjust(left=0.12, right=0.97, bottom=0.22, top=0.95)
@@ -253,15 +251,15 @@ class UncertaintyPanel(QGroupBox):
                    symmetric: bool = False, title_note: str = "",
                    limits: tuple[float, float] | None = None) -> Any:
         run = self.run
-        geometry = LayerPublisher._geometry(run, False)
-        data = LayerPublisher._lift(run, data, False)
+        geometry = self.publisher._geometry(run, False)
+        data = self.publisher._lift(run, data, False)
         if symmetric:
             high = float(np.abs(data).max()) or 1.0
             limits = (-high, high)
         metadata = {"rcgan": run.info(kind)}
         if title_note:
             metadata["rcgan"]["note"] = title_note
-        layer = run.layers.get(kind)
+        layer = run.layers.get(kind) or self.publisher.adopt_spare(run, kind)
         if layer is not None and layer in self.viewer.layers:
             layer.data = data
             layer.metadata = metadata

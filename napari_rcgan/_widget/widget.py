@@ -77,6 +77,7 @@ class PosteriorSamplerWidget(QWidget):
         for page, title in self.pd_explorer.pages:
             self.explorer.tabs.addTab(page, title)
         self.layers = LayerPublisher(napari_viewer)
+        self.layers.watch_colorbars()
         layout.addWidget(self.controls)
         self.uncertainty = UncertaintyPanel(napari_viewer)
         # the two result panels share one tabbed area so the dock fits a laptop screen (<= 800 px)
@@ -362,6 +363,7 @@ class PosteriorSamplerWidget(QWidget):
         self.explorer.reset(run)
         self.explorer.show_P(run, run.drawn)
         self.uncertainty.show_run(run)
+        self.layers.drop_spares(run)
         self.pd_explorer.start(run)
         self.progress.setValue(run.drawn)
         if run.partial:

@@ -16,6 +16,7 @@ from qtpy.QtCore import QTimer
 from napari_rcgan import session as session_module
 from napari_rcgan._reader import get_reader
 from napari_rcgan._widget import LAYER_NAMES, PREVIEW_NAME
+from napari_rcgan._widget.controls import SampleProgress
 from napari_rcgan._widget.layers import COLORBAR_KEY, SD_NEEDS_TWO
 from napari_rcgan._writer import write_h5
 from napari_rcgan.bundled import brain_sample_path
@@ -89,6 +90,7 @@ def test_gui_keeps_ticking_while_sampling_P32_with_the_demo_weights(viewer_widge
     elapsed = time.perf_counter() - started
     timer.stop()
     assert result is not None and result.drawn == 32, widget.last_error
+    assert widget.progress.text() == "32 of 32 samples"
     expected = elapsed / 0.020
     gaps = np.diff([started, *ticks])
     print(f"\ntick ratio {len(ticks) / expected:.2f} over {elapsed:.2f} s, "
@@ -254,3 +256,17 @@ def test_feature_outputs_are_published_as_layers_and_written(viewer_widget, data
         assert handle.attrs["spread_max"] == pytest.approx(float(result.stack.std().max()))
         assert handle.attrs["slice"] == result.record.slice
         assert handle["samples"].shape == (2, helpers.SIZE, helpers.SIZE)
+
+
+def test_progress_bar_formats_and_clamps(qtbot):
+    """The dock's progress bar repaints asynchronously; its text and range work like Qt's."""
+    progress = SampleProgress()
+    qtbot.addWidget(progress)
+    progress.setRange(0, 8)
+    progress.setFormat("%v of %m samples (%p%)")
+    progress.setValue(2)
+    assert progress.text() == "2 of 8 samples (25%)"
+    progress.setValue(99)
+    assert progress.value() == progress.maximum() == 8 and progress.text().startswith("8 of 8")
+    progress.setValue(-3)
+    assert progress.value() == progress.minimum() == 0

@@ -1,12 +1,12 @@
 """The P explorer: a slider over P, the numbers of the P-average, and a metric-vs-P plot.
 
-The curve's numbers are computed off the GUI thread (:func:`curve_metrics`, called by the
-worker at the end of a run); the GUI only draws them. Moving the slider re-averages from the
-prefix sums (O(HW)) and moves the marker; a metric for a P not on the curve is computed once
-and cached in the run.
+The curve's numbers and its figure are made off the GUI thread (:func:`curve_metrics` and
+:class:`CurvePlot`, built by the worker at the end of a run); the GUI shows the figure. Moving the
+slider re-averages from the prefix sums (O(HW)) and moves the marker; a metric for a P not on the
+curve is computed once and cached in the run.
 
 Adding a metric (e.g. LPIPS/DISTS): compute it in :func:`curve_metrics` (worker thread) into
-``SamplingRun.metrics[P]`` and draw it in :meth:`Explorer.draw`.
+``SamplingRun.metrics[P]`` and draw it in :class:`CurvePlot`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import QGroupBox, QHBoxLayout, QLabel, QSlider, QTabWidget, QVBoxLayout
+
+from napari_rcgan._widget.plots import PlotCanvas, new_figure
 
 if TYPE_CHECKING:
     from napari_rcgan._widget.run import SamplingRun
@@ -46,6 +48,57 @@ def _fit_ylim(axis: Any, values: list[float], min_span: float) -> None:
     axis.ticklabel_format(axis="y", style="plain", useOffset=False)
 
 
+class CurvePlot:
+    """The PSNR/SSIM-vs-P curve of a run on a matplotlib figure (any thread; no Qt), with
+    markers at the current P (:meth:`mark`). ``run`` None or without a reference: empty axes."""
+
+    def __init__(self, figure: Any, run: SamplingRun | None = None) -> None:
+        self.figure = figure
+        self.psnr_axis = left = figure.add_subplot(111)
+        self.ssim_axis = right = left.twinx()
+        # fixed margins: tight_layout costs tens of ms
+        figure.subplots_adjust(left=0.2, right=0.8, bottom=0.2, top=0.86)
+        self.markers: tuple | None = None
+        self.key = (run.run_id, run.drawn) if run is not None else None
+        self.has_curve = False
+        left.set_xlabel("P (samples averaged)", fontsize=8)
+        left.set_ylabel("PSNR (dB)", fontsize=8, color="tab:blue")
+        right.set_ylabel("SSIM", fontsize=8, color="tab:orange")
+        for axis in (left, right):
+            axis.tick_params(labelsize=7)
+        left.set_xscale("log", base=2)
+        left.minorticks_off()
+        if run is None or run.record is None or run.record.reference is None:
+            left.set_title("PSNR / SSIM of the P-average", fontsize=8)
+            left.set_xlim(0.8, 40)
+            left.set_xticks([1, 2, 4, 8, 16, 32], ["1", "2", "4", "8", "16", "32"])
+            return
+        self.has_curve = True
+        points = curve_points(run.drawn)
+        values = [run.metric(p) for p in points]
+        psnrs, ssims = [v[0] for v in values], [v[1] for v in values]
+        left.plot(points, psnrs, "o-", color="tab:blue", ms=3, lw=1.2)
+        right.plot(points, ssims, "s--", color="tab:orange", ms=3, lw=1.2)
+        _fit_ylim(left, psnrs, 0.5)
+        _fit_ylim(right, ssims, 0.02)
+        left.set_xlim(0.8, max(points) * 1.25)
+        left.set_xticks(points, [str(p) for p in points])
+
+    def mark(self, run: SamplingRun, P: int) -> None:
+        """Markers and title at ``P`` (a run with a reference)."""
+        psnr, ssim = run.metric(P)
+        if self.markers is None:
+            line = self.psnr_axis.axvline(P, color="0.4", lw=0.8, ls=":")
+            (left,) = self.psnr_axis.plot([P], [psnr], "o", color="tab:red", ms=6, zorder=5)
+            (right,) = self.ssim_axis.plot([P], [ssim], "s", color="tab:red", ms=6, zorder=5)
+            self.markers = (line, left, right)
+        line, left, right = self.markers
+        line.set_xdata([P, P])
+        left.set_data([P], [psnr])
+        right.set_data([P], [ssim])
+        self.psnr_axis.set_title(f"P={P}: {psnr:.2f} dB, SSIM {ssim:.3f}", fontsize=8)
+
+
 class Explorer(QGroupBox):
     """Slider, numbers and PSNR/SSIM-vs-P plot of the current run."""
 
@@ -66,24 +119,31 @@ class Explorer(QGroupBox):
         self.metrics_label = QLabel("no result yet")
         self.metrics_label.setWordWrap(True)
         layout.addWidget(self.metrics_label)
-        self._plotted: tuple[int, int] | None = None
-        self.markers: tuple | None = None
         self._build_plot(layout)
         self.slider.valueChanged.connect(self.P_changed.emit)
 
     def _build_plot(self, layout: QVBoxLayout) -> None:
-        from napari_rcgan._widget.plots import PlotCanvas
-
         self.canvas = PlotCanvas((3.4, 1.4), 110, 200)
-        self.figure = self.canvas.figure
-        self.psnr_axis = self.figure.add_subplot(111)
-        self.ssim_axis = self.psnr_axis.twinx()
-        # fixed margins: tight_layout on every redraw costs the GUI thread tens of ms
-        self.figure.subplots_adjust(left=0.2, right=0.8, bottom=0.2, top=0.86)
-        self.draw()
+        self.plot = CurvePlot(self.canvas.figure)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.canvas, "PSNR/SSIM")
         layout.addWidget(self.tabs)
+
+    @property
+    def psnr_axis(self) -> Any:
+        return self.plot.psnr_axis
+
+    @property
+    def ssim_axis(self) -> Any:
+        return self.plot.ssim_axis
+
+    @property
+    def markers(self) -> tuple | None:
+        return self.plot.markers
+
+    def plot_inches(self) -> tuple[float, float]:
+        """The size a worker builds the run's :class:`CurvePlot` at."""
+        return self.canvas.size_inches()
 
     def reset(self, run: SamplingRun) -> None:
         """A run finished: the slider spans its samples and sits at P = all."""
@@ -113,54 +173,15 @@ class Explorer(QGroupBox):
         self.draw(run, P)
 
     def draw(self, run: SamplingRun | None = None, P: int | None = None) -> None:
-        """Draw the PSNR/SSIM-vs-P curve of ``run`` with P marked; moving P only moves the
-        markers (the curve is drawn once per run)."""
-        has_curve = run is not None and run.record.reference is not None
-        if has_curve and P is not None and self._plotted == (run.run_id, run.drawn):
-            self._mark(run, P)
-            self.canvas.draw_idle()
-            return
-        left, right = self.psnr_axis, self.ssim_axis
-        left.clear()
-        right.clear()
-        self.markers = None
-        left.set_xlabel("P (samples averaged)", fontsize=8)
-        left.set_ylabel("PSNR (dB)", fontsize=8, color="tab:blue")
-        right.set_ylabel("SSIM", fontsize=8, color="tab:orange")
-        right.yaxis.set_label_position("right")  # clear() moves a twin axis' label to the left
-        right.yaxis.tick_right()
-        for axis in (left, right):
-            axis.tick_params(labelsize=7)
-        left.set_xscale("log", base=2)
-        if has_curve:
-            points = curve_points(run.drawn)
-            values = [run.metric(p) for p in points]
-            psnrs, ssims = [v[0] for v in values], [v[1] for v in values]
-            left.plot(points, psnrs, "o-", color="tab:blue", ms=3, lw=1.2)
-            right.plot(points, ssims, "s--", color="tab:orange", ms=3, lw=1.2)
-            _fit_ylim(left, psnrs, 0.5)
-            _fit_ylim(right, ssims, 0.02)
-            left.set_xlim(0.8, max(points) * 1.25)
-            left.set_xticks(points)
-            left.set_xticklabels([str(p) for p in points])
-            self._plotted = (run.run_id, run.drawn)
-            if P is not None:
-                self._mark(run, P)
-        else:
-            self._plotted = None
-            left.set_title("PSNR / SSIM of the P-average", fontsize=8)
-            left.set_xlim(0.8, 40)
+        """Show the PSNR/SSIM-vs-P curve of ``run`` with P marked: the figure the worker built
+        (``run.curve_plot``), else one built here; moving P only moves the markers."""
+        if run is not None and run.curve_plot is not None:
+            if run.curve_plot is not self.plot:
+                self.plot = run.curve_plot
+                self.canvas.adopt(self.plot.figure)
+        elif self.plot.key != ((run.run_id, run.drawn) if run is not None else None):
+            self.plot = CurvePlot(new_figure(self.canvas.size_inches()), run)
+            self.canvas.adopt(self.plot.figure)
+        if self.plot.has_curve and P is not None:
+            self.plot.mark(run, P)
         self.canvas.draw_idle()
-
-    def _mark(self, run: SamplingRun, P: int) -> None:
-        psnr, ssim = run.metric(P)
-        if self.markers is None:
-            line = self.psnr_axis.axvline(P, color="0.4", lw=0.8, ls=":")
-            (left,) = self.psnr_axis.plot([P], [psnr], "o", color="tab:red", ms=6, zorder=5)
-            (right,) = self.ssim_axis.plot([P], [ssim], "s", color="tab:red", ms=6, zorder=5)
-            self.markers = (line, left, right)
-        line, left, right = self.markers
-        line.set_xdata([P, P])
-        left.set_data([P], [psnr])
-        right.set_data([P], [ssim])
-        self.psnr_axis.set_title(f"P={P}: {psnr:.2f} dB, SSIM {ssim:.3f}", fontsize=8)

@@ -183,8 +183,10 @@ class LayerPublisher:
             if stacked:
                 metadata[ARRAYS_KEY] = stash
             previous_layer = previous.pop(kind, None)
+            # the final update redraws the statistics and the stack: now only what is on screen
+            redraw = kind in HIDDEN_KINDS
             layer = self._place(previous_layer, data, layer_name(run, kind), colour, metadata,
-                                kwargs)
+                                kwargs, redraw)
             layer.metadata[COLORBAR_KEY] = kind in COLOUR_MAPS
             if kind in HIDDEN_KINDS and layer is not previous_layer:
                 layer.visible = False
@@ -197,6 +199,8 @@ class LayerPublisher:
             else:  # outputs of the run's end: removing and re-adding would stall the GUI
                 run.spare_layers[kind] = (layer, bool(layer.visible))
                 layer.visible = False
+        for layer in self._on_screen(run):
+            layer.refresh()
         self._label_axes(run)
         self.sync_colorbars()
 
@@ -218,9 +222,11 @@ class LayerPublisher:
         run.spare_layers.clear()
 
     def _place(self, layer: Image | None, data: np.ndarray, name: str, colour: bool,
-               metadata: dict, kwargs: dict) -> Image:
+               metadata: dict, kwargs: dict, redraw: bool = True) -> Image:
+        """``layer`` updated in place to show ``data`` (redrawn if ``redraw`` and visible), or
+        a new layer when there is none or it cannot hold ``data``."""
         if layer is not None and layer.rgb == colour and layer.data.ndim == data.ndim:
-            self._assign(layer, data)
+            self._assign(layer, data, redraw and bool(layer.visible))
             for key, value in kwargs.items():  # each change costs napari events: only changes
                 if not _same(getattr(layer, key), value):
                     setattr(layer, key, value)

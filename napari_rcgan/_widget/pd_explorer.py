@@ -195,9 +195,8 @@ class PDExplorer(QWidget):
         """A run finished: draw its zoom strip and compute and draw its curves in a worker."""
         self.run, self.curves, self.P = run, None, run.drawn
         self.plots = []
-        for canvas in (self.plane_canvas, self.curves_canvas):
-            canvas.figure.clear()
-            canvas.draw_idle()
+        for canvas in (self.plane_canvas, self.curves_canvas):  # empty until the curves arrive
+            canvas.adopt(new_figure(canvas.size_inches()))
         self.set_message(COMPUTING)
         box, where = self._zoom_region()
         self.zoom_box = box

@@ -20,7 +20,8 @@ import numpy as np
 from napari.qt.threading import thread_worker
 
 from napari_rcgan import stats
-from napari_rcgan._widget.explorer import curve_metrics
+from napari_rcgan._widget.explorer import CurvePlot, curve_metrics
+from napari_rcgan._widget.plots import new_figure
 from napari_rcgan.errors import RcganError
 from napari_rcgan.schema import SLICE_AXIS_KEY
 from napari_rcgan.session import RunResult, SamplingRequest, Session
@@ -47,6 +48,8 @@ class SamplingRun:
             removed (``{kind: (layer, was_visible)}``).
         P: the P the explorer currently shows (mean, SD and error are of the first P samples).
         metrics: PSNR (dB) and SSIM of the P-average by P (when there is a reference).
+        plot_inches: the size of the P explorer's plot, for the figure the worker builds.
+        curve_plot: the PSNR/SSIM-vs-P figure, built by the worker at the end of the run.
     """
 
     run_id: int
@@ -60,6 +63,8 @@ class SamplingRun:
     finished: bool = False
     P: int = 0
     metrics: dict[int, tuple[float, float]] = field(default_factory=dict)
+    plot_inches: tuple[float, float] = (3.4, 1.4)
+    curve_plot: CurvePlot | None = None
 
     @property
     def drawn(self) -> int:
@@ -164,6 +169,7 @@ def sampling_job(
             return ("done", None)
         session.finish(run.record)
         curve_metrics(run)
+        run.curve_plot = CurvePlot(new_figure(run.plot_inches), run)
         return ("done", _update(run.record, final=True))
     except RcganError as error:
         return ("error", str(error))

@@ -120,7 +120,6 @@ class PosteriorSamplerWidget(QWidget):
             setattr(self, name, getattr(controls, name))
         self.P_slider = explorer.slider
         self.metrics_label = explorer.metrics_label
-        self.psnr_axis, self.ssim_axis = explorer.psnr_axis, explorer.ssim_axis
 
     # delegation to the controls -------------------------------------------------------------
 
@@ -142,6 +141,15 @@ class PosteriorSamplerWidget(QWidget):
     @property
     def _markers(self) -> tuple | None:
         return self.explorer.markers
+
+    @property
+    def psnr_axis(self) -> Any:
+        """The P explorer's PSNR axis (matplotlib)."""
+        return self.explorer.psnr_axis
+
+    @property
+    def ssim_axis(self) -> Any:
+        return self.explorer.ssim_axis
 
     def curve_points(self, run: SamplingRun) -> list[int]:
         return curve_points(run.drawn)
@@ -283,6 +291,7 @@ class PosteriorSamplerWidget(QWidget):
             run_id=next(_run_ids), request=request, input_name=layer.name,
             placement=placement(layer, task, size, pixel_scale),
             slice_axis=slice_axis(layer, task, request.slice),
+            plot_inches=self.explorer.plot_inches(),
         )
         self._lifetime.cancel = threading.Event()
         self._input_removed = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,18 @@ ANATOMY = "colin27" if Path(COLIN27_PATH).is_file() else "mni152"
 # `auto` resolves to on the machine that runs it.
 os.environ.setdefault("NAPARI_RCGAN_BACKEND", "torch")
 os.environ.setdefault("NAPARI_RCGAN_PRECISION", "fp32")
+
+
+@pytest.fixture(autouse=True)
+def _thread_workers_end_with_their_test():
+    """Wait for a test's napari thread workers (e.g. the perception–distortion curves) at its
+    end, as napari's event loop does on quit: a worker still running when the QApplication is
+    torn down aborts the process."""
+    yield
+    if "superqt.utils" in sys.modules:
+        from superqt.utils import WorkerBase
+
+        WorkerBase.await_workers(120_000)
 
 
 def tiny_weights(path: Path, task: str, size: int, channels: int, seed: int = 0) -> Path:

@@ -32,6 +32,15 @@ def _thread_workers_end_with_their_test():
         WorkerBase.await_workers(120_000)
 
 
+@pytest.fixture
+def viewer_widget(make_napari_viewer):
+    """A napari viewer (napari's test fixture) with the Posterior sampler widget docked."""
+    from tests import plugin_helpers
+
+    viewer = make_napari_viewer()
+    return viewer, plugin_helpers.dock_sampler_widget(viewer)
+
+
 def tiny_weights(path: Path, task: str, size: int, channels: int, seed: int = 0) -> Path:
     """Save a randomly initialised, very small generator (base width 4, 2 levels)."""
     import torch

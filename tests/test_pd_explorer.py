@@ -38,9 +38,8 @@ def open_file(viewer, path) -> Layer:
 
 
 @pytest.fixture
-def viewer_widget(make_napari_viewer, data):
-    viewer = make_napari_viewer()
-    widget = helpers.dock_sampler_widget(viewer)
+def viewer_widget(viewer_widget, data):
+    viewer, widget = viewer_widget
     open_file(viewer, data["mri"])
     return viewer, widget
 

@@ -38,13 +38,6 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture
-def viewer_widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    widget = helpers.dock_sampler_widget(viewer)
-    return viewer, widget
-
-
-@pytest.fixture
 def errors():
     """Error notifications dispatched during the test."""
     seen: list[str] = []

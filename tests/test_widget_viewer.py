@@ -39,13 +39,6 @@ def data(tmp_path_factory):
     }
 
 
-@pytest.fixture
-def viewer_widget(make_napari_viewer):
-    viewer = make_napari_viewer()
-    widget = helpers.dock_sampler_widget(viewer)
-    return viewer, widget
-
-
 def open_file(viewer, path) -> Layer:
     layers = [Layer.create(*item) for item in get_reader(str(path))(str(path))]
     for layer in layers:

@@ -51,9 +51,11 @@ def result_layers(viewer) -> dict[str, Layer]:
             for layer in viewer.layers if "rcgan" in layer.metadata}
 
 
-def gate_after_first_chunk(sampler, monkeypatch):
-    """Make every forward pass after the first wait for ``release`` (no race with the GUI);
-    returns (release event, list of calls)."""
+def start_gated_run(widget, data, monkeypatch, qtbot, P: int):
+    """Start a P-sample run of the tiny MRI weights (one sample per chunk) whose forward passes
+    after the first wait for ``release`` (no race with the GUI); returns once the first chunk is
+    shown: (release event, list of forward calls)."""
+    sampler = widget.session.sampler(data["mri_weights"], "cpu")
     forward = sampler._forward
     release = threading.Event()
     calls: list[int] = []
@@ -65,6 +67,9 @@ def gate_after_first_chunk(sampler, monkeypatch):
         return forward(*args, **kwargs)
 
     monkeypatch.setattr(sampler, "_forward", gated)
+    with qtbot.waitSignal(widget.chunk_received, timeout=30000):
+        widget.run_sampling(P=P, R=4, weights=data["mri_weights"], device="cpu", chunk_size=1,
+                            wait=False)
     return release, calls
 
 
@@ -171,11 +176,7 @@ def test_a_small_face_model_states_its_working_size(viewer_widget, data):
 def test_second_sample_press_is_refused_with_a_message(viewer_widget, data, monkeypatch, qtbot):
     viewer, widget = viewer_widget
     open_file(viewer, data["mri"])
-    sampler = widget.session.sampler(data["mri_weights"], "cpu")
-    release, _ = gate_after_first_chunk(sampler, monkeypatch)
-    with qtbot.waitSignal(widget.chunk_received, timeout=30000):
-        widget.run_sampling(P=4, R=4, weights=data["mri_weights"], device="cpu", chunk_size=1,
-                            wait=False)
+    release, _ = start_gated_run(widget, data, monkeypatch, qtbot, P=4)
     assert not widget.sample_button.isEnabled()
     assert widget.start() is False
     assert "already running" in widget.last_error
@@ -187,11 +188,7 @@ def test_removing_the_input_while_sampling_stops_cleanly(viewer_widget, data, mo
                                                          qtbot):
     viewer, widget = viewer_widget
     source = open_file(viewer, data["mri"])
-    sampler = widget.session.sampler(data["mri_weights"], "cpu")
-    release, calls = gate_after_first_chunk(sampler, monkeypatch)
-    with qtbot.waitSignal(widget.chunk_received, timeout=30000):
-        widget.run_sampling(P=16, R=4, weights=data["mri_weights"], device="cpu", chunk_size=1,
-                            wait=False)
+    release, calls = start_gated_run(widget, data, monkeypatch, qtbot, P=16)
     viewer.layers.remove(source)
     release.set()
     assert widget.wait(timeout=30)
@@ -206,11 +203,7 @@ def test_closing_the_viewer_while_sampling_stops_cleanly(make_napari_viewer, dat
     viewer = make_napari_viewer()
     widget = helpers.dock_sampler_widget(viewer)
     open_file(viewer, data["mri"])
-    sampler = widget.session.sampler(data["mri_weights"], "cpu")
-    release, calls = gate_after_first_chunk(sampler, monkeypatch)
-    with qtbot.waitSignal(widget.chunk_received, timeout=30000):
-        widget.run_sampling(P=16, R=4, weights=data["mri_weights"], device="cpu", chunk_size=1,
-                            wait=False)
+    release, calls = start_gated_run(widget, data, monkeypatch, qtbot, P=16)
     worker = widget._worker
     cancel = widget._cancel
     viewer.close()

@@ -9,7 +9,9 @@ the first P samples from prefix sums.
 
 Modules: :mod:`.controls` (fields → request), :mod:`.run` (a run and its worker),
 :mod:`.layers` (publishing layers, mask preview), :mod:`.explorer` (P slider and plot),
-:mod:`.widget` (the dock widget composing them).
+:mod:`.pd_explorer` and :mod:`.uncertainty` (result panels), :mod:`.plots` (matplotlib canvases),
+:mod:`.teardown` (slots that may fire while the viewer closes), :mod:`.widget` (the dock widget
+composing them).
 
 Scripting::
 

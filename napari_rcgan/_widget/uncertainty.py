@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
 
 from napari_rcgan import stats
 from napari_rcgan._widget.layers import LayerPublisher
+from napari_rcgan._widget.teardown import ignore_when_closing
 from napari_rcgan.errors import ParameterError
 from napari_rcgan.uncertainty import FIT_RATIO, MIN_FIT_COVERAGE, OOD_RATIO
 
@@ -296,14 +297,9 @@ class UncertaintyPanel(QGroupBox):
 
     # ROI posterior ----------------------------------------------------------------------------
 
+    @ignore_when_closing
     def refresh_shapes(self, *_: Any) -> None:
         """Offer the viewer's Shapes layers as ROI layers (keeping the current choice)."""
-        try:
-            self._refresh_shapes()
-        except RuntimeError:  # the Qt side is gone (viewer closing)
-            pass
-
-    def _refresh_shapes(self) -> None:
         current = self.roi_combo.currentText()
         names = [layer.name for layer in self.viewer.layers if isinstance(layer, Shapes)]
         self.roi_combo.blockSignals(True)
@@ -330,14 +326,9 @@ class UncertaintyPanel(QGroupBox):
             self._watched = layer
         self.update_roi()
 
+    @ignore_when_closing
     def update_roi(self, *_: Any) -> None:
         """Recompute and draw the ROI posterior (the chosen Shapes layer over the last run)."""
-        try:
-            self._update_roi()
-        except RuntimeError:  # the Qt side is gone (viewer closing)
-            pass
-
-    def _update_roi(self) -> None:
         self.roi_values = None
         self.roi_axis.clear()
         layer = self.roi_layer()

@@ -26,6 +26,7 @@ from napari_rcgan._widget.explorer import Explorer, curve_points
 from napari_rcgan._widget.layers import LayerPublisher, is_ours, placement, slice_axis
 from napari_rcgan._widget.pd_explorer import PDExplorer
 from napari_rcgan._widget.run import SamplingRun, Update, sampling_job
+from napari_rcgan._widget.teardown import ignore_when_closing
 from napari_rcgan._widget.uncertainty import UncertaintyPanel
 from napari_rcgan.errors import ParameterError, RcganError
 from napari_rcgan.session import Session, input_pixel_scale
@@ -168,20 +169,20 @@ class PosteriorSamplerWidget(QWidget):
             self.cancel()
         self._create_preview = not removal
         try:
-            self.controls.refresh_layer_choices()
-            if not removal and isinstance(getattr(event, "value", None), Labels):
-                self.controls.maybe_pick_hole(event.value)
-        except RuntimeError:  # the Qt side is gone (viewer closing)
-            pass
+            self._refresh_choices(event, removal)
         finally:
             self._create_preview = True
 
+    @ignore_when_closing
+    def _refresh_choices(self, event: Any, removal: bool) -> None:
+        self.controls.refresh_layer_choices()
+        if not removal and isinstance(getattr(event, "value", None), Labels):
+            self.controls.maybe_pick_hole(event.value)
+
+    @ignore_when_closing
     def _on_dims_changed(self, event: Any = None) -> None:
         """The slice box follows the viewer's slice slider (and can still be set by hand)."""
-        try:
-            self.controls.follow_slice()
-        except RuntimeError:  # the Qt side is gone (viewer closing)
-            pass
+        self.controls.follow_slice()
 
     def _update_mask_preview(self) -> None:
         layer = self.controls.input_layer()

@@ -189,3 +189,6 @@ def test_command_line_overrides(tmp_path):
         load_config(path, overrides=["train.batch_size"])
     with pytest.raises(ConfigError, match="train.p_train"):
         load_config(path, overrides=["train.p_train=1"])
+    assert load_config(path, overrides=["train.beta_sd_bins=[2.5, 4]"]).train.beta_sd_bins == [2.5, 4]
+    with pytest.raises(ConfigError, match="train.beta_sd_bins.*increasing"):
+        load_config(path, overrides=["train.beta_sd_bins=[4, 2.5]"])

@@ -340,6 +340,19 @@ def test_r_bins_of_the_mask_agnostic_range_and_fixed_r() -> None:
     assert r_bin_index(R, bins).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 3, 0]
     assert r_bins(4.0, 4.0) == [(4.0, 4.0)]
     assert r_bins(2.0, 4.0) == [(2.0, 3.0), (3.0, 4.0)]
+    assert r_bins(2.0, 4.0, [2.5, 3.0, 6.0]) == [(2.0, 2.5), (2.5, 3.0), (3.0, 4.0)]
+
+
+def test_beta_sd_table_remapped_onto_other_bins() -> None:
+    from training.losses import r_bins, remap_beta_sd_table
+
+    saved = [{"R_min": low, "R_max": high, "beta_sd": beta}
+             for (low, high), beta in zip(r_bins(2.0, 8.0), [0.5, 0.3, 0.4, 0.35], strict=True)]
+    finer = r_bins(2.0, 8.0, [2.25, 2.5, 3, 4, 5, 6, 7])
+    # Each new bin takes the value of the old bin holding its middle R.
+    assert remap_beta_sd_table(saved, finer) == [0.5, 0.5, 0.5, 0.3, 0.3, 0.4, 0.4, 0.35]
+    assert remap_beta_sd_table(saved, r_bins(2.0, 8.0)) == [0.5, 0.3, 0.4, 0.35]
+    assert remap_beta_sd_table(saved, [(8.0, 9.0)]) == [0.35]  # past the end: nearest bin
 
 
 def test_rcgan_regularizer_with_per_example_beta_sd() -> None:

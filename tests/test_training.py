@@ -309,10 +309,11 @@ def test_export_rejects_non_checkpoints(tmp_path, capsys):
     assert not (tmp_path / "out.safetensors").exists()
 
 
-def _agnostic_module(root: Path) -> tuple[RcGANModule, dict]:
+def _agnostic_module(root: Path, **train: object) -> tuple[RcGANModule, dict]:
     values = yaml.safe_load((CONFIGS / "smoke-mri.yaml").read_text())
     values["data"]["root"] = str(root)
     values["data"]["mask"]["R"] = [2, 8]
+    values["train"].update(train)
     config = config_from_dict(values)
     batch = next(iter(RcGANDataModule(config).val_dataloader()))
     return RcGANModule(config), batch
@@ -346,6 +347,12 @@ def test_mask_agnostic_beta_sd_table_is_tuned_per_r_bin_and_exported(mri_root, t
     assert checkpoint["rcgan"]["beta_sd_by_R"][1] == {
         "R_min": 3.0, "R_max": 5.0, "beta_sd": module.beta_sd_table[1]
     }
+    # Resumed with finer bins, each new bin starts from the saved bin holding its middle R.
+    finer, _ = _agnostic_module(mri_root, beta_sd_bins=[2.5, 3, 4, 5, 7])
+    assert finer.r_bins == [(2.0, 2.5), (2.5, 3.0), (3.0, 4.0), (4.0, 5.0), (5.0, 7.0), (7.0, 8.0)]
+    finer.on_load_checkpoint(checkpoint)
+    table = module.beta_sd_table
+    assert finer.beta_sd_table == [table[0], table[0], table[1], table[1], table[2], table[3]]
 
 
 def test_fixed_r_keeps_a_single_beta_sd(mri_root):

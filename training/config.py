@@ -25,7 +25,7 @@ from typing import Any, Union
 
 import yaml
 
-from training.losses import ADV_REDUCTIONS, SD_REWARDS
+from training.losses import ADV_REDUCTIONS, R_BIN_EDGES, SD_REWARDS
 
 TASKS = ("mri", "inpainting")
 METHODS = ("rcgan", "adler", "ohayon", "comodgan")
@@ -203,6 +203,8 @@ class TrainConfig:
             ``torch.std`` over the P samples, eq. 9 / sqrt(π/2) at P = 2); see
             :func:`training.losses.sd_reward`.
         mu_sd: step μ_SD of eq. (23).
+        beta_sd_bins: inner R edges of a mask-agnostic MRI model's per-R β_SD table (edges
+            inside ``data.mask.R`` split it into bins; :func:`training.losses.r_bins`).
         l2_weight: weight of L_2,P for ``method: ohayon``.
         r1_gamma: ``method: comodgan``: R1 penalty weight γ (the critic loss gets
             ``γ/2·E||∇D(x)||²`` on real images; 10 in CoModGAN).
@@ -244,6 +246,7 @@ class TrainConfig:
     beta_sd_autotune: bool = True
     sd_reward: str = "paper"
     mu_sd: float = 0.02
+    beta_sd_bins: list[float] = field(default_factory=lambda: list(R_BIN_EDGES))
     l2_weight: float = 1.0
     r1_gamma: float = 10.0
     r1_interval: int = 16
@@ -533,6 +536,9 @@ def validate(config: Config) -> None:
             fail(key, f"must be a positive number, got {value}")
     if len(train.betas) != 2 or not all(0 <= b < 1 for b in train.betas):
         fail("train.betas", f"must be two Adam betas in [0, 1), got {train.betas}")
+    edges = train.beta_sd_bins
+    if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
+        fail("train.beta_sd_bins", f"must be increasing finite R values, got {edges}")
     if train.select not in SELECTIONS:
         fail("train.select", f"must be one of {', '.join(SELECTIONS)}, got {train.select!r}")
     if train.select == "cfid" and not train.val_cfid:

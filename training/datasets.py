@@ -386,7 +386,7 @@ class RandomizedBrainDataset(Dataset):
             fov=data.fov,
             train=train,
             seed=config.seed,
-            r_bins=r_bins(*data.mask.r_range),
+            r_bins=r_bins(*data.mask.r_range, config.train.beta_sd_bins),
         )
 
     def __len__(self) -> int:

@@ -102,16 +102,17 @@ def beta_sd_nominal(p: int) -> float:
 
 
 R_BIN_EDGES = (3.0, 5.0, 7.0)
-"""Inner edges of the R bins of a mask-agnostic model's β_SD table: [2,3), [3,5), [5,7), [7,8]."""
+"""Default inner edges of the R bins of a mask-agnostic model's β_SD table (``train.beta_sd_bins``):
+[2,3), [3,5), [5,7), [7,8] for R in [2, 8]."""
 
 
-def r_bins(low: float, high: float) -> list[tuple[float, float]]:
+def r_bins(low: float, high: float, edges: Sequence[float] = R_BIN_EDGES) -> list[tuple[float, float]]:
     """The R bins ``[(R_min, R_max), ...]`` of a training range ``[low, high]``.
 
-    :data:`R_BIN_EDGES` inside ``(low, high)`` split it; a fixed R (``low == high``) gives one
-    bin. Bins are half-open ``[R_min, R_max)`` except the last, which is closed.
+    The ``edges`` inside ``(low, high)`` split it; a fixed R (``low == high``) gives one bin.
+    Bins are half-open ``[R_min, R_max)`` except the last, which is closed.
     """
-    edges = [low, *(e for e in R_BIN_EDGES if low < e < high), high]
+    edges = [low, *(e for e in edges if low < e < high), high]
     return list(zip(edges[:-1], edges[1:], strict=True)) if high > low else [(low, high)]
 
 
@@ -120,6 +121,19 @@ def r_bin_index(R: Tensor, bins: list[tuple[float, float]]) -> Tensor:
     to the nearest end bin."""
     inner = torch.tensor([b[0] for b in bins[1:]], dtype=R.dtype, device=R.device)
     return torch.bucketize(R, inner, right=True)
+
+
+def remap_beta_sd_table(
+    table: Sequence[dict[str, float]], bins: list[tuple[float, float]]
+) -> list[float]:
+    """β_SD of each of ``bins`` from a saved table ``[{"R_min", "R_max", "beta_sd"}, ...]``.
+
+    Each bin takes the β_SD of the saved bin holding its middle R (the nearest end bin if none
+    does), so that a run resumed with other ``train.beta_sd_bins`` starts from the tuned values.
+    """
+    saved = [(float(e["R_min"]), float(e["R_max"])) for e in table]
+    middles = torch.tensor([(low + high) / 2 for low, high in bins], dtype=torch.float64)
+    return [float(table[int(i)]["beta_sd"]) for i in r_bin_index(middles, saved)]
 
 
 def l1_p_loss(samples: Tensor, target: Tensor) -> Tensor:

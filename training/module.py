@@ -127,7 +127,7 @@ class RcGANModule(L.LightningModule):
         self.beta_sd_history: list[dict[str, float]] = []
         low, high = cfg.data.mask.r_range
         mask_agnostic = cfg.task == "mri" and cfg.method == "rcgan" and high > low
-        self.r_bins = losses.r_bins(low, high) if mask_agnostic else []
+        self.r_bins = losses.r_bins(low, high, cfg.train.beta_sd_bins) if mask_agnostic else []
         self.beta_sd_table = [self.beta_sd] * len(self.r_bins)
         self._val_bins: Tensor | None = None
         self.val_metrics: dict[str, float] = {}
@@ -573,8 +573,8 @@ class RcGANModule(L.LightningModule):
         self.beta_sd = float(state.get("beta_sd", self.beta_sd))
         self.beta_sd_history = list(state.get("beta_sd_history", []))
         table = state.get("beta_sd_by_R", [])
-        if self.r_bins and len(table) == len(self.r_bins):
-            self.beta_sd_table = [float(entry["beta_sd"]) for entry in table]
+        if self.r_bins and table:
+            self.beta_sd_table = losses.remap_beta_sd_table(table, self.r_bins)
         self.train_seconds_before = float(state.get("train_seconds", 0.0))
         self.val_metrics = dict(state.get("val_metrics", {}))
         # The config is the source of truth on --resume: a changed train.lr / betas applies to the

@@ -290,13 +290,15 @@ def preprocess_mri(
     mask: SamplingMask,
     source: str = "k-space",
     fov: str = "crop",
+    coil_compression: str = "reference",
 ) -> MRIMeasurement:
     """One fully sampled slice → an undersampled, normalised measurement (paper, Section 4.2).
 
     Mapping to ``image_size`` (:func:`napari_rcgan.physics.transforms.map_acquisition`):
     ``fov="crop"`` crops the image centre (the paper; removes readout oversampling), ``"full"``
     keeps the whole field of view at lower resolution (central k-space block) → SVD compression to
-    ``coils`` virtual coils (when there are more) → ``y = IFFT(M ⊙ FFT(x))`` → normalisation by
+    ``coils`` virtual coils (when there are more, or also when there are exactly ``coils`` with
+    ``coil_compression="always"``: :func:`~napari_rcgan.physics.transforms.to_virtual_coils`) → ``y = IFFT(M ⊙ FFT(x))`` → normalisation by
     the zero-filled channels' mean/std. Training (``training.datasets``) and inference share it.
 
     Args:
@@ -323,7 +325,7 @@ def preprocess_mri(
         images, pixel_scale = transforms.map_acquisition(kspace, size, fov)
     except ParameterError as error:
         raise ParameterError(f"{source}: {error}") from error
-    target = transforms.coil_compress(images, coils) if images.shape[0] > coils else images
+    target = transforms.to_virtual_coils(images, coils, coil_compression)
     measured, zero_filled = transforms.apply_kspace_mask(target, torch.from_numpy(mask.mask))
     try:
         normalization = transforms.Normalization.of(transforms.complex_to_channels(zero_filled))
@@ -441,7 +443,9 @@ class PosteriorSampler:
             raise ParameterError(f"coil combine {coil_combine!r}: use one of {COIL_COMBINES}")
         if mask is None:
             mask = column_mask(size, mask_kind, R, seed=mask_seed)
-        measurement = preprocess_mri(kspace, size, coils, mask, source, self.metadata.fov)
+        measurement = preprocess_mri(
+            kspace, size, coils, mask, source, self.metadata.fov, self.metadata.coil_compression
+        )
         measurement.coil_combine = coil_combine
         if coil_combine == "sense":
             # As in the paper's evaluation, ESPIRiT runs on the fully sampled k-space.

@@ -115,6 +115,7 @@ METADATA_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
         ),
     ),
     "fov": ('"crop" or "full"', lambda value: value in ("crop", "full")),
+    "coil_compression": ('"reference" or "always"', lambda value: value in ("reference", "always")),
     "training": ("an object", lambda value: isinstance(value, dict)),
     "metrics": ("an object", lambda value: isinstance(value, dict)),
     "conformal": (
@@ -163,6 +164,9 @@ class WeightsMetadata:
         fov: MRI: how an acquisition larger than ``image_size`` is mapped to it: ``"crop"``
             (centre of the image, the paper) or ``"full"`` (whole field of view, lower
             resolution).
+        coil_compression: MRI: ``"reference"`` (SVD-compress acquisitions to ``channels`` virtual
+            coils only when they have more, as the rcGAN reference does) or ``"always"`` (also
+            rotate an acquisition with exactly ``channels`` coils into virtual coils).
         training: free-form description (data, steps, hardware, duration, config).
         metrics: measured evaluation metrics.
         conformal: conformal interval calibration, ``{"alpha", "P", "scale": {"<R>": λ},
@@ -186,6 +190,7 @@ class WeightsMetadata:
     beta_sd: float | None = None
     beta_sd_by_R: list[dict[str, float]] = field(default_factory=list)
     fov: str = "crop"
+    coil_compression: str = "reference"
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     conformal: dict[str, Any] = field(default_factory=dict)
@@ -304,7 +309,9 @@ class WeightsMetadata:
             f"task: {self.task}",
             f"image size: {self.image_size[0]}x{self.image_size[1]}",
             (
-                f"coils: {self.channels}"
+                f"coils: {self.channels} virtual (SVD of {self.channels} coils or more)"
+                if self.task == "mri" and self.coil_compression == "always"
+                else f"coils: {self.channels} (SVD of more; {self.channels} coils used as measured)"
                 if self.task == "mri"
                 else f"colour channels: {self.channels}"
             ),

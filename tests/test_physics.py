@@ -112,6 +112,26 @@ def test_preprocessing_gives_the_reference_network_input_for_a_raw_16_coil_slice
     assert np.abs(ours - reference).max() <= 1e-4 * np.abs(reference).max()
 
 
+def test_virtual_coils_of_data_with_exactly_the_weights_coils():
+    images = simulated_coil_images(8)
+    # The reference keeps 8-coil data as measured; "always" rotates it into SVD virtual coils:
+    # a unitary change of basis (same root-sum-of-squares image), ordered by decreasing energy.
+    assert transforms.to_virtual_coils(images, 8) is images
+    rotated = transforms.to_virtual_coils(images, 8, "always")
+    torch.testing.assert_close(rotated, transforms.coil_compress(images, 8))
+    assert not torch.allclose(rotated, images)
+    rss = images.abs().pow(2).sum(0).sqrt()
+    torch.testing.assert_close(rotated.abs().pow(2).sum(0).sqrt(), rss, rtol=1e-4, atol=1e-4 * float(rss.max()))
+    energy = rotated.abs().pow(2).sum((1, 2))
+    assert bool((energy[:-1] >= energy[1:]).all())
+    # More coils than the weights' are compressed under both rules.
+    more = simulated_coil_images(12)
+    for rule in ("reference", "always"):
+        assert transforms.to_virtual_coils(more, 8, rule).shape == (8, 64, 64)
+    with pytest.raises(ParameterError, match="unknown coil compression 'sometimes'"):
+        transforms.to_virtual_coils(images, 8, "sometimes")
+
+
 def test_coil_compression_refuses_more_virtual_coils_than_coils():
     with pytest.raises(ParameterError, match="fewer coils"):
         transforms.coil_compress(random_complex(4, 8, 8), 8)

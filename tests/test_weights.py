@@ -113,7 +113,8 @@ def test_unknown_task_and_newer_format_are_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 
     tensors = load_file(path)
-    for bad, message in (({"task": "ct"}, "task must be one of"), ({"format_version": 99}, "newer")):
+    for bad, message in (({"task": "ct"}, "task must be one of"), ({"format_version": 99}, "newer"),
+                         ({"coil_compression": "sometimes"}, '"reference" or "always"')):
         values = json.loads(metadata.to_json()) | bad
         save_file(tensors, str(path), metadata={"rcgan": json.dumps(values)})
         with pytest.raises(WeightsError, match=message):

@@ -25,6 +25,7 @@ from typing import Any, Union
 
 import yaml
 
+from napari_rcgan.physics.transforms import COIL_COMPRESSIONS
 from training.losses import ADV_REDUCTIONS, R_BIN_EDGES, SD_REWARDS
 
 TASKS = ("mri", "inpainting")
@@ -97,6 +98,9 @@ class DataConfig:
             randomisation, :class:`training.simulate.RandomizedBrainDataset`; no folders).
         fov: MRI: how acquisitions larger than ``image_size`` are mapped to it, ``crop`` (the
             paper: image centre) or ``full`` (whole field of view, lower resolution).
+        coil_compression: MRI: ``reference`` (SVD-compress to ``coils`` virtual coils only
+            volumes with more coils, as the rcGAN reference) or ``always`` (also rotate volumes
+            with exactly ``coils`` into virtual coils); stored in the weights.
         anatomy: MRI ``simulated``: anatomy sources used for training and validation
             (``colin27``, ``mni152``); the others stay out for evaluation.
         acquisition_size: MRI ``simulated``: side of the simulated acquisition, mapped to
@@ -123,6 +127,7 @@ class DataConfig:
     flip: bool = True
     kind: str = "fastmri"
     fov: str = "crop"
+    coil_compression: str = "reference"
     anatomy: list[str] = field(default_factory=lambda: ["colin27"])
     acquisition_size: int = 256
     examples_per_epoch: int = 1000
@@ -608,6 +613,9 @@ def _validate_mri(config: Config, fail) -> None:
         fail("data.kind", f"must be one of {', '.join(DATA_KINDS)}, got {data.kind!r}")
     if data.fov not in FOV_MAPPINGS:
         fail("data.fov", f"must be one of {', '.join(FOV_MAPPINGS)}, got {data.fov!r}")
+    if data.coil_compression not in COIL_COMPRESSIONS:
+        fail("data.coil_compression",
+             f"must be one of {', '.join(COIL_COMPRESSIONS)}, got {data.coil_compression!r}")
     if data.kind == "simulated":
         if not data.anatomy or any(a not in ANATOMY_SOURCES for a in data.anatomy):
             fail("data.anatomy", f"must list sources among {', '.join(ANATOMY_SOURCES)}, "

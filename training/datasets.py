@@ -69,10 +69,11 @@ def preprocess_mri(
     mask: SamplingMask,
     source: str = "k-space",
     fov: str = "crop",
+    coil_compression: str = "reference",
 ) -> MRIMeasurement:
     """:func:`napari_rcgan.sampler.preprocess_mri`, its errors raised as :class:`DatasetError`."""
     try:
-        return sampler_preprocess_mri(kspace, image_size, coils, mask, source, fov)
+        return sampler_preprocess_mri(kspace, image_size, coils, mask, source, fov, coil_compression)
     except (ParameterError, MaskError) as error:
         raise DatasetError(str(error)) from error
 
@@ -197,6 +198,7 @@ class FastMRIDataset(Dataset):
         train: draw masks at random (torch's RNG, seeded per worker by Lightning); otherwise
             every example ``i`` always gets the same mask (from ``seed`` and ``i``).
         seed: seed of the fixed per-example masks.
+        fov, coil_compression: as :func:`napari_rcgan.sampler.preprocess_mri`.
     """
 
     def __init__(
@@ -213,9 +215,11 @@ class FastMRIDataset(Dataset):
         train: bool = True,
         seed: int = 0,
         fov: str = "crop",
+        coil_compression: str = "reference",
     ) -> None:
         self.folder = Path(folder)
         self.fov = fov
+        self.coil_compression = coil_compression
         self.image_size = (int(image_size), int(image_size))
         self.coils = int(coils)
         self.mask_kinds = tuple(mask_kinds)
@@ -255,6 +259,7 @@ class FastMRIDataset(Dataset):
             train=split == "train",
             seed=config.seed,
             fov=data.fov,
+            coil_compression=data.coil_compression,
         )
 
     def __len__(self) -> int:
@@ -275,7 +280,8 @@ class FastMRIDataset(Dataset):
         number, slice_index = self.entries[index]
         kspace = self.volumes[number].read_kspace(slice_index)
         return preprocess_mri(
-            kspace, self.image_size, self.coils, self.mask_for(index), self.source(index), self.fov
+            kspace, self.image_size, self.coils, self.mask_for(index), self.source(index), self.fov,
+            self.coil_compression,
         )
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
@@ -298,6 +304,7 @@ class FastMRIDataset(Dataset):
             "masks": list(self.mask_kinds),
             "R": list(self.r_range),
             "fov": self.fov,
+            "coil_compression": self.coil_compression,
             "provenance": provenance or ["fastMRI (or other) multicoil k-space"],
         }
         manifest = self.folder.parent / "dataset.json"
@@ -328,6 +335,7 @@ class RandomizedBrainDataset(Dataset):
     Args:
         length: examples per epoch (training) or in the set (validation).
         train: fresh randomness every time; otherwise example ``i`` is fixed by ``(seed, i)``.
+        fov, coil_compression: as :func:`napari_rcgan.sampler.preprocess_mri`.
     """
 
     def __init__(
@@ -341,6 +349,7 @@ class RandomizedBrainDataset(Dataset):
         r_range: tuple[float, float] = (2.0, 8.0),
         length: int = 1000,
         fov: str = "full",
+        coil_compression: str = "reference",
         train: bool = True,
         seed: int = 0,
         r_bins: Sequence[tuple[float, float]] | None = None,
@@ -357,6 +366,7 @@ class RandomizedBrainDataset(Dataset):
         self.r_bins = list(r_bins) if r_bins else [self.r_range]
         self.length = int(length)
         self.fov = fov
+        self.coil_compression = coil_compression
         self.train = train
         self.seed = int(seed)
         try:
@@ -384,6 +394,7 @@ class RandomizedBrainDataset(Dataset):
             r_range=data.mask.r_range,
             length=data.examples_per_epoch if train else (data.val_examples or 32),
             fov=data.fov,
+            coil_compression=data.coil_compression,
             train=train,
             seed=config.seed,
             r_bins=r_bins(*data.mask.r_range, config.train.beta_sd_bins),
@@ -410,7 +421,9 @@ class RandomizedBrainDataset(Dataset):
         plane = simulate.anatomy_slice(volume, orientation, position)
         kspace = simulate.randomized_kspace(plane, self.acquisition_size, rng)
         name = f"simulated {source} {orientation} slice {position} ({self.split} example {index})"
-        return preprocess_mri(kspace, self.image_size, self.coils, mask, name, self.fov)
+        return preprocess_mri(
+            kspace, self.image_size, self.coils, mask, name, self.fov, self.coil_compression
+        )
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return mri_example(self.measurement(index))
@@ -434,6 +447,7 @@ class RandomizedBrainDataset(Dataset):
             "masks": list(self.mask_kinds),
             "R": list(self.r_range),
             "fov": self.fov,
+            "coil_compression": self.coil_compression,
             "randomisation": (
                 "random piecewise-linear contrasts (T1/T2/PD-like and arbitrary) with gamma, "
                 "pose (rotation ±20°, 90° turns, flips, shifts), smooth warps, bias fields, "

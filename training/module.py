@@ -71,7 +71,8 @@ def weights_metadata(config: Config, **extra: Any) -> WeightsMetadata:
             task="mri", image_size=size, channels=data.coils, base_width=model.base_width,
             num_pool_layers=model.num_pool_layers, input_skip=model.input_skip,
             masks=list(data.mask.kinds),
-            acceleration=list(data.mask.r_range), fov=data.fov, **extra,
+            acceleration=list(data.mask.r_range), fov=data.fov,
+            coil_compression=data.coil_compression, **extra,
         )
     return WeightsMetadata(
         task="inpainting", image_size=size, channels=data.channels, base_width=model.base_width,

@@ -43,6 +43,10 @@ def kspace_to_cropped_image(kspace: torch.Tensor, image_size: tuple[int, int]) -
 
 
 FOV_MAPPINGS = ("crop", "full")
+COIL_COMPRESSIONS = ("reference", "always")
+"""When acquisitions are SVD-compressed to the weights' virtual coils: ``reference`` only when they
+have more coils (the rcGAN reference: data with exactly K coils stays as measured), ``always``
+also when they have exactly K (a lossless rotation into the virtual-coil basis)."""
 """How an acquisition larger than the weights is mapped to their size: ``crop`` the image centre
 (the paper's 384×384 path) or keep the ``full`` field of view at lower resolution."""
 
@@ -126,6 +130,18 @@ def coil_compress(images: torch.Tensor, virtual_coils: int) -> torch.Tensor:
     virtual = (x @ vh.conj().T)[:, :virtual_coils]
     compressed = torch.from_numpy(np.ascontiguousarray(virtual.T.reshape(virtual_coils, height, width)))
     return compressed.to(images.device)
+
+
+def to_virtual_coils(images: torch.Tensor, virtual_coils: int, rule: str = "reference") -> torch.Tensor:
+    """Coil images ``(C, H, W)`` → the generator's ``(K, H, W)`` virtual coils by ``rule`` (one of
+    :data:`COIL_COMPRESSIONS`): :func:`coil_compress` when ``C > K``, and also when ``C == K`` with
+    ``always``; otherwise the coils as they are."""
+    if rule not in COIL_COMPRESSIONS:
+        raise ParameterError(f"unknown coil compression {rule!r}: expected one of {COIL_COMPRESSIONS}")
+    coils = images.shape[0]
+    if coils > virtual_coils or (coils == virtual_coils and rule == "always"):
+        return coil_compress(images, virtual_coils)
+    return images
 
 
 def apply_kspace_mask(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

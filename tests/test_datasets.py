@@ -15,7 +15,7 @@ from napari_rcgan.io import FastMRIFile
 from napari_rcgan.physics.inpainting import center_square_hole
 from napari_rcgan.sampler import PosteriorSampler
 from napari_rcgan.weights import Weights, WeightsMetadata, build_generator
-from training.config import config_from_dict
+from training.config import ConfigError, config_from_dict
 from training.datasets import (
     DatasetError,
     FaceFolderDataset,
@@ -313,3 +313,26 @@ def test_simulated_config_builds_randomized_datasets():
     train, val = build_datasets(config)
     assert isinstance(train, RandomizedBrainDataset) and len(train) == 5 and len(val) == 3
     assert train.fov == "full" and val.r_bins == [(2.0, 3.0), (3.0, 5.0), (5.0, 7.0), (7.0, 8.0)]
+    assert train.coil_compression == "reference"
+
+
+def test_coil_compression_and_beta_sd_bins_reach_the_datasets_and_the_weights():
+    from training.datasets import build_datasets
+    from training.module import weights_metadata
+
+    config = config_from_dict({
+        "task": "mri",
+        "data": {
+            "kind": "simulated", "anatomy": ["colin27"], "fov": "full", "image_size": 32,
+            "acquisition_size": 48, "examples_per_epoch": 2, "val_examples": 2,
+            "mask": {"kind": "gro", "R": [2, 8]}, "coil_compression": "always",
+        },
+        "model": {"critic_num_down": 3},
+        "train": {"beta_sd_bins": [4]},
+    })
+    train, val = build_datasets(config)
+    assert train.coil_compression == val.coil_compression == "always"
+    assert val.r_bins == [(2.0, 4.0), (4.0, 8.0)]
+    assert weights_metadata(config).coil_compression == "always"
+    with pytest.raises(ConfigError, match="data.coil_compression"):
+        config_from_dict({"task": "mri", "data": {"coil_compression": "sometimes"}})

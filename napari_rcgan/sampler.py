@@ -298,8 +298,9 @@ def preprocess_mri(
     ``fov="crop"`` crops the image centre (the paper; removes readout oversampling), ``"full"``
     keeps the whole field of view at lower resolution (central k-space block) → SVD compression to
     ``coils`` virtual coils (when there are more, or also when there are exactly ``coils`` with
-    ``coil_compression="always"``: :func:`~napari_rcgan.physics.transforms.to_virtual_coils`) → ``y = IFFT(M ⊙ FFT(x))`` → normalisation by
-    the zero-filled channels' mean/std. Training (``training.datasets``) and inference share it.
+    ``coil_compression="always"``: :func:`~napari_rcgan.physics.transforms.to_virtual_coils`) →
+    ``y = IFFT(M ⊙ FFT(x))`` → normalisation by the zero-filled channels' mean/std. Training
+    (``training.datasets``) and inference share it.
 
     Args:
         kspace: complex ``(C, H, W)`` with ``C ≥ coils`` and ``H, W ≥ image_size``.

@@ -121,7 +121,8 @@ def test_virtual_coils_of_data_with_exactly_the_weights_coils():
     torch.testing.assert_close(rotated, transforms.coil_compress(images, 8))
     assert not torch.allclose(rotated, images)
     rss = images.abs().pow(2).sum(0).sqrt()
-    torch.testing.assert_close(rotated.abs().pow(2).sum(0).sqrt(), rss, rtol=1e-4, atol=1e-4 * float(rss.max()))
+    rotated_rss = rotated.abs().pow(2).sum(0).sqrt()
+    torch.testing.assert_close(rotated_rss, rss, rtol=1e-4, atol=1e-4 * float(rss.max()))
     energy = rotated.abs().pow(2).sum((1, 2))
     assert bool((energy[:-1] >= energy[1:]).all())
     # More coils than the weights' are compressed under both rules.

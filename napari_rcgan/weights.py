@@ -311,7 +311,7 @@ class WeightsMetadata:
             (
                 f"coils: {self.channels} virtual (SVD of {self.channels} coils or more)"
                 if self.task == "mri" and self.coil_compression == "always"
-                else f"coils: {self.channels} (SVD of more; {self.channels} coils used as measured)"
+                else f"coils: {self.channels} (more are SVD-compressed, {self.channels} used as measured)"
                 if self.task == "mri"
                 else f"colour channels: {self.channels}"
             ),

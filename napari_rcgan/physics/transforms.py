@@ -43,12 +43,12 @@ def kspace_to_cropped_image(kspace: torch.Tensor, image_size: tuple[int, int]) -
 
 
 FOV_MAPPINGS = ("crop", "full")
+"""How an acquisition larger than the weights is mapped to their size: ``crop`` the image centre
+(the paper's 384×384 path) or keep the ``full`` field of view at lower resolution."""
 COIL_COMPRESSIONS = ("reference", "always")
 """When acquisitions are SVD-compressed to the weights' virtual coils: ``reference`` only when they
 have more coils (the rcGAN reference: data with exactly K coils stays as measured), ``always``
 also when they have exactly K (a lossless rotation into the virtual-coil basis)."""
-"""How an acquisition larger than the weights is mapped to their size: ``crop`` the image centre
-(the paper's 384×384 path) or keep the ``full`` field of view at lower resolution."""
 
 
 def full_fov_side(shape: tuple[int, int]) -> int:

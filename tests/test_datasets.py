@@ -334,5 +334,14 @@ def test_coil_compression_and_beta_sd_bins_reach_the_datasets_and_the_weights():
     assert train.coil_compression == val.coil_compression == "always"
     assert val.r_bins == [(2.0, 4.0), (4.0, 8.0)]
     assert weights_metadata(config).coil_compression == "always"
+    assert train.contrasts == val.contrasts == "randomised"
+    config.data.val_contrasts = "realistic"
+    train, val = build_datasets(config)
+    assert (train.contrasts, val.contrasts) == ("randomised", "realistic")
+    assert "arbitrary" not in val.describe()["randomisation"]
+    assert torch.isfinite(val[0]["target"]).all()
+    with pytest.raises(ConfigError, match="data.val_contrasts"):
+        config_from_dict({"task": "mri",
+                          "data": {"kind": "simulated", "image_size": 128, "val_contrasts": "fancy"}})
     with pytest.raises(ConfigError, match="data.coil_compression"):
         config_from_dict({"task": "mri", "data": {"coil_compression": "sometimes"}})

@@ -232,3 +232,20 @@ def test_main_writes_disjoint_slab_splits_with_gaps(tmp_path: Path) -> None:
                 assert handle["kspace"].shape == (2, 8, 128, 72)
                 assert bool(handle.attrs["augmented"]) == entry["augmented"]
             assert not entry["augmented"] or name == "train"
+
+
+def test_realistic_contrasts_leave_out_the_arbitrary_intensity_maps() -> None:
+    """Arbitrary maps go up and down along the T1 axis; T1-, T2- and PD-like ones are monotone up
+    to their knot noise: the total variation beyond |end - start| separates them."""
+    t1 = np.linspace(0.001, 1.0, 501)
+
+    def wiggle(contrasts: str, seed: int) -> float:
+        mapped = simulate.random_contrast(t1, np.random.default_rng(seed), contrasts)
+        return float(np.abs(np.diff(mapped)).sum() - abs(mapped[-1] - mapped[0]))
+
+    realistic = [wiggle("realistic", seed) for seed in range(200)]
+    randomised = [wiggle("randomised", seed) for seed in range(200)]
+    assert max(realistic) < 0.4
+    assert sum(w > 0.5 for w in randomised) > 20  # about a quarter are arbitrary
+    with pytest.raises(simulate.ParameterError, match="unknown contrast set 'fancy'"):
+        simulate.random_contrast(t1, np.random.default_rng(0), "fancy")

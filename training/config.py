@@ -106,6 +106,9 @@ class DataConfig:
         acquisition_size: MRI ``simulated``: side of the simulated acquisition, mapped to
             ``image_size`` by ``fov``.
         examples_per_epoch: MRI ``simulated``: training examples per epoch.
+        val_contrasts: MRI ``simulated``: contrasts of the validation examples that tune β_SD,
+            ``randomised`` (like training: T1-, T2-, PD-like and arbitrary) or ``realistic``
+            (T1-, T2- and PD-like only, like the scans users bring).
     """
 
     root: str | None = None
@@ -131,6 +134,7 @@ class DataConfig:
     anatomy: list[str] = field(default_factory=lambda: ["colin27"])
     acquisition_size: int = 256
     examples_per_epoch: int = 1000
+    val_contrasts: str = "randomised"
 
     def folder(self, split: str) -> Path | None:
         """The resolved folder of ``split`` (``"train"`` or ``"val"``), or None."""
@@ -625,6 +629,11 @@ def _validate_mri(config: Config, fail) -> None:
                  f"data.image_size ({data.image_size})")
         if data.examples_per_epoch < 1:
             fail("data.examples_per_epoch", f"must be at least 1, got {data.examples_per_epoch}")
+        from training.simulate import CONTRAST_SETS  # the simulator's imports are heavy
+
+        if data.val_contrasts not in CONTRAST_SETS:
+            fail("data.val_contrasts",
+                 f"must be one of {', '.join(CONTRAST_SETS)}, got {data.val_contrasts!r}")
     mask = data.mask
     kinds = mask.kinds
     if not kinds:

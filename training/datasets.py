@@ -336,6 +336,7 @@ class RandomizedBrainDataset(Dataset):
         length: examples per epoch (training) or in the set (validation).
         train: fresh randomness every time; otherwise example ``i`` is fixed by ``(seed, i)``.
         fov, coil_compression: as :func:`napari_rcgan.sampler.preprocess_mri`.
+        contrasts: ``randomised`` or ``realistic`` (:func:`training.simulate.random_contrast`).
     """
 
     def __init__(
@@ -353,6 +354,7 @@ class RandomizedBrainDataset(Dataset):
         train: bool = True,
         seed: int = 0,
         r_bins: Sequence[tuple[float, float]] | None = None,
+        contrasts: str = "randomised",
     ) -> None:
         from training import simulate
 
@@ -367,6 +369,7 @@ class RandomizedBrainDataset(Dataset):
         self.length = int(length)
         self.fov = fov
         self.coil_compression = coil_compression
+        self.contrasts = contrasts
         self.train = train
         self.seed = int(seed)
         try:
@@ -398,6 +401,7 @@ class RandomizedBrainDataset(Dataset):
             train=train,
             seed=config.seed,
             r_bins=r_bins(*data.mask.r_range, config.train.beta_sd_bins),
+            contrasts="randomised" if train else data.val_contrasts,
         )
 
     def __len__(self) -> int:
@@ -419,7 +423,7 @@ class RandomizedBrainDataset(Dataset):
         position = positions[int(rng.integers(len(positions)))]
         volume = simulate.cached_anatomy(source, "t1")  # read-only, shared: no copy per example
         plane = simulate.anatomy_slice(volume, orientation, position)
-        kspace = simulate.randomized_kspace(plane, self.acquisition_size, rng)
+        kspace = simulate.randomized_kspace(plane, self.acquisition_size, rng, contrasts=self.contrasts)
         name = f"simulated {source} {orientation} slice {position} ({self.split} example {index})"
         return preprocess_mri(
             kspace, self.image_size, self.coils, mask, name, self.fov, self.coil_compression
@@ -449,7 +453,9 @@ class RandomizedBrainDataset(Dataset):
             "fov": self.fov,
             "coil_compression": self.coil_compression,
             "randomisation": (
-                "random piecewise-linear contrasts (T1/T2/PD-like and arbitrary) with gamma, "
+                "random piecewise-linear contrasts ("
+                + ("T1/T2/PD-like" if self.contrasts == "realistic" else "T1/T2/PD-like and arbitrary")
+                + ") with gamma, "
                 "pose (rotation ±20°, 90° turns, flips, shifts), smooth warps, bias fields, "
                 "smooth phase, 8-20 coils of random position and size, correlated noise "
                 "0.1-2 % of the peak"

@@ -506,15 +506,23 @@ def split_positions(source: str, orientation: str, split: str) -> tuple[int, ...
     return tuple(positions)
 
 
-def random_contrast(t1: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+CONTRAST_SETS = ("randomised", "realistic")
+"""Contrasts of domain-randomised examples: ``randomised`` (T1-, T2-, PD-like and arbitrary) or
+``realistic`` (T1-, T2- and PD-like only)."""
+
+
+def random_contrast(t1: np.ndarray, rng: np.random.Generator, contrasts: str = "randomised") -> np.ndarray:
     """A random tissue contrast of a ``[0, 1]`` T1 slice (0 stays 0).
 
     A random piecewise-linear intensity map over 6 knots: T1-like (increasing), T2-like
-    (decreasing: CSF bright, white matter dark), PD-like (flat, compressed) or arbitrary (random
-    knot values), then a random gamma in ``[0.6, 1.6]``.
+    (decreasing: CSF bright, white matter dark), PD-like (flat, compressed) or, unless
+    ``contrasts`` is ``realistic``, arbitrary (random knot values); then a random gamma in
+    ``[0.6, 1.6]``.
     """
+    if contrasts not in CONTRAST_SETS:
+        raise ParameterError(f"unknown contrast set {contrasts!r}: expected one of {CONTRAST_SETS}")
     knots = np.linspace(0.0, 1.0, 6)
-    kind = rng.integers(4)
+    kind = rng.integers(3 if contrasts == "realistic" else 4)
     if kind == 0:
         values = knots + rng.normal(0.0, 0.05, 6)
     elif kind == 1:
@@ -608,15 +616,16 @@ def randomized_kspace(
     rng: np.random.Generator,
     *,
     noise_range: tuple[float, float] = (0.001, 0.02),
+    contrasts: str = "randomised",
 ) -> np.ndarray:
     """Fully sampled multicoil k-space ``(N, side, side)`` of one domain-randomised slice.
 
-    Random contrast (:func:`random_contrast`), pose and warp (:func:`place_randomly`), bias
+    Random contrast (:func:`random_contrast` from ``contrasts``), pose and warp (:func:`place_randomly`), bias
     field ``exp(b·f)`` (``b`` up to 0.4, ``f`` smooth), smooth background phase, a random coil
     array (:func:`random_coil_maps`, 8–20 coils) and coil-correlated complex noise of standard
     deviation log-uniform in ``noise_range`` times the largest coil-image magnitude.
     """
-    image = place_randomly(random_contrast(t1_slice, rng), side, rng)
+    image = place_randomly(random_contrast(t1_slice, rng, contrasts), side, rng)
     image *= np.exp(rng.uniform(0.0, 0.4) * _smooth_field((side, side), rng, 4)).astype(np.float32)
     obj = image * np.exp(1j * _smooth_phase((side, side), side, rng)).astype(np.complex64)
     maps = random_coil_maps(side, rng)

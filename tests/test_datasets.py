@@ -298,18 +298,24 @@ def test_randomized_brain_examples_split_bins_and_determinism():
     assert description["anatomy"] == ["colin27"] and description["held_out_anatomy"] == ["mni152"]
 
 
-def test_simulated_config_builds_randomized_datasets():
-    from training.datasets import RandomizedBrainDataset, build_datasets
-
-    config = config_from_dict({
+def _simulated_config(train: dict | None = None, **data):
+    """A small simulated-data MRI config (32×32, GRO R in [2, 8]) with ``data`` overrides."""
+    return config_from_dict({
         "task": "mri",
         "data": {
             "kind": "simulated", "anatomy": ["colin27"], "fov": "full", "image_size": 32,
             "acquisition_size": 48, "examples_per_epoch": 5, "val_examples": 3,
-            "mask": {"kind": "gro", "R": [2, 8]},
+            "mask": {"kind": "gro", "R": [2, 8]}, **data,
         },
         "model": {"critic_num_down": 3},
+        "train": train or {},
     })
+
+
+def test_simulated_config_builds_randomized_datasets():
+    from training.datasets import RandomizedBrainDataset, build_datasets
+
+    config = _simulated_config()
     train, val = build_datasets(config)
     assert isinstance(train, RandomizedBrainDataset) and len(train) == 5 and len(val) == 3
     assert train.fov == "full" and val.r_bins == [(2.0, 3.0), (3.0, 5.0), (5.0, 7.0), (7.0, 8.0)]
@@ -320,16 +326,7 @@ def test_coil_compression_and_beta_sd_bins_reach_the_datasets_and_the_weights():
     from training.datasets import build_datasets
     from training.module import weights_metadata
 
-    config = config_from_dict({
-        "task": "mri",
-        "data": {
-            "kind": "simulated", "anatomy": ["colin27"], "fov": "full", "image_size": 32,
-            "acquisition_size": 48, "examples_per_epoch": 2, "val_examples": 2,
-            "mask": {"kind": "gro", "R": [2, 8]}, "coil_compression": "always",
-        },
-        "model": {"critic_num_down": 3},
-        "train": {"beta_sd_bins": [4]},
-    })
+    config = _simulated_config({"beta_sd_bins": [4]}, coil_compression="always")
     train, val = build_datasets(config)
     assert train.coil_compression == val.coil_compression == "always"
     assert val.r_bins == [(2.0, 4.0), (4.0, 8.0)]

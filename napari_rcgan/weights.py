@@ -28,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from napari_rcgan.errors import WeightsError
 from napari_rcgan.models import CoModGenerator, ResidualUNet
 from napari_rcgan.models.comodgan import MAX_RESOLUTION, MIN_RESOLUTION
+from napari_rcgan.physics.transforms import COIL_COMPRESSIONS, FOV_MAPPINGS
 
 FORMAT_VERSION = 1
 METADATA_KEY = "rcgan"
@@ -114,8 +115,8 @@ METADATA_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
             for item in value
         ),
     ),
-    "fov": ('"crop" or "full"', lambda value: value in ("crop", "full")),
-    "coil_compression": ('"reference" or "always"', lambda value: value in ("reference", "always")),
+    "fov": ('"crop" or "full"', lambda value: value in FOV_MAPPINGS),
+    "coil_compression": ('"reference" or "always"', lambda value: value in COIL_COMPRESSIONS),
     "training": ("an object", lambda value: isinstance(value, dict)),
     "metrics": ("an object", lambda value: isinstance(value, dict)),
     "conformal": (
@@ -303,18 +304,21 @@ class WeightsMetadata:
             "expect a worse reconstruction and an unreliable SD map"
         )
 
+    def _describe_channels(self) -> str:
+        """One summary line: colour channels, or MRI virtual coils and the coil-compression rule."""
+        count = self.channels
+        if self.task != "mri":
+            return f"colour channels: {count}"
+        if self.coil_compression == "always":
+            return f"coils: {count} virtual (SVD of {count} coils or more)"
+        return f"coils: {count} (more are SVD-compressed, {count} used as measured)"
+
     def describe(self) -> str:
         """Human-readable multi-line summary (used by ``napari-rcgan info`` and the widget)."""
         lines = [
             f"task: {self.task}",
             f"image size: {self.image_size[0]}x{self.image_size[1]}",
-            (
-                f"coils: {self.channels} virtual (SVD of {self.channels} coils or more)"
-                if self.task == "mri" and self.coil_compression == "always"
-                else f"coils: {self.channels} (more are SVD-compressed, {self.channels} used as measured)"
-                if self.task == "mri"
-                else f"colour channels: {self.channels}"
-            ),
+            self._describe_channels(),
             self.describe_generator(),
         ]
         if self.masks:

@@ -25,7 +25,7 @@ from typing import Any, Union
 
 import yaml
 
-from napari_rcgan.physics.transforms import COIL_COMPRESSIONS
+from napari_rcgan.physics.transforms import COIL_COMPRESSIONS, FOV_MAPPINGS
 from training.losses import ADV_REDUCTIONS, R_BIN_EDGES, SD_REWARDS
 
 TASKS = ("mri", "inpainting")
@@ -36,7 +36,6 @@ MASK_KINDS = ("gro", "equispaced", "random")
 HOLE_KINDS = ("center", "random")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DATA_KINDS = ("fastmri", "simulated")
-FOV_MAPPINGS = ("crop", "full")
 ANATOMY_SOURCES = ("colin27", "mni152")
 ADV_SCHEDULE = "schedule"
 

@@ -402,3 +402,20 @@ def test_full_fov_results_are_placed_over_the_whole_input():
     # Centre crop: the middle 128x128 input pixels.
     scale, translate = placement(layer, "mri", (128, 128))
     assert scale == (0.5, 0.5) and translate == (10.0 + 32.0, -4.0 + 32.0)
+
+
+def test_an_adopted_figure_fills_its_canvas(qtbot):
+    """A figure built off the GUI thread at an older size is stretched to the widget, so no
+    part of the canvas is left unpainted."""
+    from napari_rcgan._widget.plots import DPI, PlotCanvas, new_figure
+
+    canvas = PlotCanvas((2.0, 1.0), minimum_height=60, maximum_height=400)
+    qtbot.addWidget(canvas)
+    canvas.resize(400, 200)
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    figure = new_figure((2.0, 1.0))
+    figure.add_subplot().plot([0, 1], [1, 0])
+    canvas.adopt(figure)
+    width, height = figure.get_size_inches() * DPI
+    assert (round(width), round(height)) == (canvas.width(), canvas.height()) == (400, 200)

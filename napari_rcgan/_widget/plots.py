@@ -55,4 +55,9 @@ class PlotCanvas(FigureCanvasQTAgg):
         figure.set_canvas(self)
         self.figure = figure
         figure._set_dpi(DPI * self.device_pixel_ratio, forward=False)
+        if self.width() > 0 and self.height() > 0:
+            # Sized when its job started, the figure may be smaller than the widget now (the dock
+            # was resized, or the canvas not yet laid out): fill it as matplotlib's resizeEvent
+            # would, else the uncovered part of the widget is never painted.
+            figure.set_size_inches(self.width() / DPI, self.height() / DPI, forward=False)
         self.draw_idle()

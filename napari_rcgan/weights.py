@@ -331,8 +331,10 @@ class WeightsMetadata:
                 else "field of view: centre crop"
             )
         if self.beta_sd_by_R:
-            bins = ", ".join(
-                f"[{b['R_min']:g}, {b['R_max']:g}): {b['beta_sd']:.4g}" for b in self.beta_sd_by_R
+            last = len(self.beta_sd_by_R) - 1
+            bins = ", ".join(  # half-open bins but the last, which is closed
+                f"[{b['R_min']:g}, {b['R_max']:g}{']' if number == last else ')'}: {b['beta_sd']:.4g}"
+                for number, b in enumerate(self.beta_sd_by_R)
             )
             lines.append(f"beta_SD by R: {bins}")
         elif self.beta_sd is not None:

@@ -67,6 +67,7 @@ def test_info_summary_of_the_bundled_weights_is_short(capsys):
     lines = out.splitlines()
     assert len(lines) <= 16 and max(len(line) for line in lines) <= 170, out
     assert "measured at R=4" in out and "PSNR" in out
+    assert "[2, " in out and "8]: " in out and "8): " not in out  # the last R bin is closed
     assert main(["info", "mri", "--json"]) == 0
     full = json.loads(capsys.readouterr().out)
     assert full["task"] == "mri" and "evaluation" in full["metrics"]

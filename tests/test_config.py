@@ -192,3 +192,6 @@ def test_command_line_overrides(tmp_path):
     assert load_config(path, overrides=["train.beta_sd_bins=[2.5, 4]"]).train.beta_sd_bins == [2.5, 4]
     with pytest.raises(ConfigError, match="train.beta_sd_bins.*increasing"):
         load_config(path, overrides=["train.beta_sd_bins=[4, 2.5]"])
+    assert load_config(path, overrides=["train.beta_sd_bin_pooling=1"]).train.beta_sd_bin_pooling == 1
+    with pytest.raises(ConfigError, match="train.beta_sd_bin_pooling.*0 or more"):
+        load_config(path, overrides=["train.beta_sd_bin_pooling=-1"])

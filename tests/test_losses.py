@@ -343,6 +343,16 @@ def test_r_bins_of_the_mask_agnostic_range_and_fixed_r() -> None:
     assert r_bins(2.0, 4.0, [2.5, 3.0, 6.0]) == [(2.0, 2.5), (2.5, 3.0), (3.0, 4.0)]
 
 
+def test_pooling_adds_each_bins_neighbours() -> None:
+    from training.losses import pool_neighbouring_bins
+
+    sums = torch.tensor([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0], [8.0, 80.0]], dtype=torch.float64)
+    assert pool_neighbouring_bins(sums, 0) is sums
+    assert pool_neighbouring_bins(sums, 1)[:, 0].tolist() == [3.0, 7.0, 14.0, 12.0]
+    assert pool_neighbouring_bins(sums, 1)[:, 1].tolist() == [30.0, 70.0, 140.0, 120.0]
+    assert pool_neighbouring_bins(sums, 5)[:, 0].tolist() == [15.0] * 4  # reach past both ends
+
+
 def test_beta_sd_table_remapped_onto_other_bins() -> None:
     from training.losses import r_bins, remap_beta_sd_table
 

@@ -355,6 +355,19 @@ def test_mask_agnostic_beta_sd_table_is_tuned_per_r_bin_and_exported(mri_root, t
     assert finer.beta_sd_table == [table[0], table[0], table[1], table[1], table[2], table[3]]
 
 
+def test_pooled_beta_sd_bins_also_move_their_neighbours(mri_root):
+    module, batch = _agnostic_module(mri_root, beta_sd_bin_pooling=1)
+    nominal = losses.beta_sd_nominal(2)
+    module.generator = _NoiseBlind()  # no sample spread: beta_SD must grow
+    module.on_validation_epoch_start()
+    module.validation_step(dict(batch, R=torch.tensor([2.5, 2.5])), 0)  # examples of bin [2, 3) only
+    module.on_validation_epoch_end()
+    table = module.beta_sd_table
+    assert table[0] > nominal and table[1] == pytest.approx(table[0])  # [3, 5) pools in [2, 3)
+    assert table[2:] == [pytest.approx(nominal)] * 2
+    assert "e1_over_ep_db_R3-5" not in module.val_metrics  # its own examples: none
+
+
 def test_fixed_r_keeps_a_single_beta_sd(mri_root):
     module, batch = _module(mri_root)
     assert module.r_bins == [] and module.beta_sd_by_R() == []

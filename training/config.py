@@ -213,6 +213,9 @@ class TrainConfig:
         mu_sd: step μ_SD of eq. (23).
         beta_sd_bins: inner R edges of a mask-agnostic MRI model's per-R β_SD table (edges
             inside ``data.mask.R`` split it into bins; :func:`training.losses.r_bins`).
+        beta_sd_bin_pooling: eq. (23) for a bin of that table measures [E1/E_Pval] on the
+            validation examples of the bin and of this many neighbouring bins on each side
+            (0: its own only). Keeps a fine table smooth in R when each bin has few examples.
         l2_weight: weight of L_2,P for ``method: ohayon``.
         r1_gamma: ``method: comodgan``: R1 penalty weight γ (the critic loss gets
             ``γ/2·E||∇D(x)||²`` on real images; 10 in CoModGAN).
@@ -255,6 +258,7 @@ class TrainConfig:
     sd_reward: str = "paper"
     mu_sd: float = 0.02
     beta_sd_bins: list[float] = field(default_factory=lambda: list(R_BIN_EDGES))
+    beta_sd_bin_pooling: int = 0
     l2_weight: float = 1.0
     r1_gamma: float = 10.0
     r1_interval: int = 16
@@ -547,6 +551,8 @@ def validate(config: Config) -> None:
     edges = train.beta_sd_bins
     if not all(math.isfinite(e) for e in edges) or any(b <= a for a, b in zip(edges, edges[1:])):
         fail("train.beta_sd_bins", f"must be increasing finite R values, got {edges}")
+    if train.beta_sd_bin_pooling < 0:
+        fail("train.beta_sd_bin_pooling", f"must be 0 or more bins, got {train.beta_sd_bin_pooling}")
     if train.select not in SELECTIONS:
         fail("train.select", f"must be one of {', '.join(SELECTIONS)}, got {train.select!r}")
     if train.select == "cfid" and not train.val_cfid:

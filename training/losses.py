@@ -123,6 +123,26 @@ def r_bin_index(R: Tensor, bins: list[tuple[float, float]]) -> Tensor:
     return torch.bucketize(R, inner, right=True)
 
 
+def pool_neighbouring_bins(sums: Tensor, reach: int) -> Tensor:
+    """Validation sums per R bin, each bin's row added to those of its neighbours.
+
+    Args:
+        sums: ``(bins, k)`` per-bin sums (e.g. E_1, E_Pval and the example count).
+        reach: how many neighbouring bins on each side join a bin (0: none); near the ends of the
+            table fewer neighbours exist.
+
+    Returns:
+        ``(bins, k)``: row ``i`` is the sum of rows ``max(0, i - reach)`` to
+        ``min(bins - 1, i + reach)`` of ``sums``.
+    """
+    if reach == 0:
+        return sums
+    count = sums.shape[0]
+    cumulative = torch.cat([torch.zeros_like(sums[:1]), sums.cumsum(0)])
+    rows = torch.arange(count, device=sums.device)
+    return cumulative[(rows + reach + 1).clamp(max=count)] - cumulative[(rows - reach).clamp(min=0)]
+
+
 def remap_beta_sd_table(
     table: Sequence[dict[str, float]], bins: list[tuple[float, float]]
 ) -> list[float]:

@@ -489,11 +489,14 @@ class RcGANModule(L.LightningModule):
             if self.trainer.sanity_checking:
                 return
         if self.r_bins:
+            pooled = losses.pool_neighbouring_bins(bins, self.config.train.beta_sd_bin_pooling)
             for number, (low, high) in enumerate(self.r_bins):
                 e1_bin, ep_bin, count_bin = (float(v) for v in bins[number])
                 if count_bin > 0 and e1_bin > 0 and ep_bin > 0:
                     metrics[f"e1_over_ep_db_R{low:g}-{high:g}"] = 10 * math.log10(e1_bin / ep_bin)
-                    self.update_beta_sd(e1_bin / count_bin, ep_bin / count_bin, number)
+                e1_pool, ep_pool, count_pool = (float(v) for v in pooled[number])
+                if count_pool > 0 and e1_pool > 0 and ep_pool > 0:
+                    self.update_beta_sd(e1_pool / count_pool, ep_pool / count_pool, number)
             metrics.update(
                 {f"beta_sd_R{low:g}-{high:g}": beta
                  for (low, high), beta in zip(self.r_bins, self.beta_sd_table, strict=True)}

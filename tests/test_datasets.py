@@ -340,5 +340,12 @@ def test_coil_compression_and_beta_sd_bins_reach_the_datasets_and_the_weights():
     with pytest.raises(ConfigError, match="data.val_contrasts"):
         config_from_dict({"task": "mri",
                           "data": {"kind": "simulated", "image_size": 128, "val_contrasts": "fancy"}})
+    config.data.blur_probability = 0.3
+    train, val = build_datasets(config)
+    assert train.blur_probability == val.blur_probability == 0.3
+    assert "30% of the slices blurred" in train.describe()["randomisation"]
+    with pytest.raises(ConfigError, match="data.blur_probability"):
+        config_from_dict({"task": "mri",
+                          "data": {"kind": "simulated", "image_size": 128, "blur_probability": 1.5}})
     with pytest.raises(ConfigError, match="data.coil_compression"):
         config_from_dict({"task": "mri", "data": {"coil_compression": "sometimes"}})

@@ -249,3 +249,27 @@ def test_realistic_contrasts_leave_out_the_arbitrary_intensity_maps() -> None:
     assert sum(w > 0.5 for w in randomised) > 20  # about a quarter are arbitrary
     with pytest.raises(simulate.ParameterError, match="unknown contrast set 'fancy'"):
         simulate.random_contrast(t1, np.random.default_rng(0), "fancy")
+
+
+def _high_frequency_share(kspace: np.ndarray) -> float:
+    """Fraction of the k-space energy outside the central half of each axis."""
+    energy = np.abs(kspace) ** 2
+    side = kspace.shape[-1]
+    centre = energy[:, side // 4: 3 * side // 4, side // 4: 3 * side // 4].sum()
+    return float(1 - centre / energy.sum())
+
+
+def test_blurred_anatomy_has_less_high_frequency_energy() -> None:
+    plane = np.random.default_rng(1).uniform(0.0, 1.0, (48, 48)).astype(np.float32)
+    quiet = (1e-6, 1e-6)  # noise would add high frequencies of its own
+
+    def kspace(seed: int, blur_probability: float) -> np.ndarray:
+        return simulate.randomized_kspace(plane, 48, np.random.default_rng(seed), noise_range=quiet,
+                                          blur_probability=blur_probability)
+
+    # Without blurring no random number is drawn for it: the default examples stay as they were.
+    np.testing.assert_array_equal(kspace(3, 0.0), simulate.randomized_kspace(
+        plane, 48, np.random.default_rng(3), noise_range=quiet))
+    sharp = [_high_frequency_share(kspace(seed, 0.0)) for seed in range(6)]
+    blurred = [_high_frequency_share(kspace(seed, 1.0)) for seed in range(6)]
+    assert np.mean(blurred) < 0.5 * np.mean(sharp), (sharp, blurred)

@@ -108,6 +108,9 @@ class DataConfig:
         val_contrasts: MRI ``simulated``: contrasts of the validation examples that tune β_SD,
             ``randomised`` (like training: T1-, T2-, PD-like and arbitrary) or ``realistic``
             (T1-, T2- and PD-like only, like the scans users bring).
+        blur_probability: MRI ``simulated``: fraction of the training and validation examples
+            whose anatomy is blurred before the acquisition is simulated (lower native
+            resolution; :func:`training.simulate.randomized_kspace`).
     """
 
     root: str | None = None
@@ -134,6 +137,7 @@ class DataConfig:
     acquisition_size: int = 256
     examples_per_epoch: int = 1000
     val_contrasts: str = "randomised"
+    blur_probability: float = 0.0
 
     def folder(self, split: str) -> Path | None:
         """The resolved folder of ``split`` (``"train"`` or ``"val"``), or None."""
@@ -634,6 +638,8 @@ def _validate_mri(config: Config, fail) -> None:
                  f"data.image_size ({data.image_size})")
         if data.examples_per_epoch < 1:
             fail("data.examples_per_epoch", f"must be at least 1, got {data.examples_per_epoch}")
+        if not 0.0 <= data.blur_probability <= 1.0:
+            fail("data.blur_probability", f"must be between 0 and 1, got {data.blur_probability}")
         from training.simulate import CONTRAST_SETS  # the simulator's imports are heavy
 
         if data.val_contrasts not in CONTRAST_SETS:

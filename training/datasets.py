@@ -337,6 +337,8 @@ class RandomizedBrainDataset(Dataset):
         train: fresh randomness every time; otherwise example ``i`` is fixed by ``(seed, i)``.
         fov, coil_compression: as :func:`napari_rcgan.sampler.preprocess_mri`.
         contrasts: ``randomised`` or ``realistic`` (:func:`training.simulate.random_contrast`).
+        blur_probability: fraction of examples with blurred anatomy
+            (:func:`training.simulate.randomized_kspace`).
     """
 
     def __init__(
@@ -355,6 +357,7 @@ class RandomizedBrainDataset(Dataset):
         seed: int = 0,
         r_bins: Sequence[tuple[float, float]] | None = None,
         contrasts: str = "randomised",
+        blur_probability: float = 0.0,
     ) -> None:
         from training import simulate
 
@@ -370,6 +373,7 @@ class RandomizedBrainDataset(Dataset):
         self.fov = fov
         self.coil_compression = coil_compression
         self.contrasts = contrasts
+        self.blur_probability = float(blur_probability)
         self.train = train
         self.seed = int(seed)
         try:
@@ -402,6 +406,7 @@ class RandomizedBrainDataset(Dataset):
             seed=config.seed,
             r_bins=r_bins(*data.mask.r_range, config.train.beta_sd_bins),
             contrasts="randomised" if train else data.val_contrasts,
+            blur_probability=data.blur_probability,
         )
 
     def __len__(self) -> int:
@@ -423,7 +428,10 @@ class RandomizedBrainDataset(Dataset):
         position = positions[int(rng.integers(len(positions)))]
         volume = simulate.cached_anatomy(source, "t1")  # read-only, shared: no copy per example
         plane = simulate.anatomy_slice(volume, orientation, position)
-        kspace = simulate.randomized_kspace(plane, self.acquisition_size, rng, contrasts=self.contrasts)
+        kspace = simulate.randomized_kspace(
+            plane, self.acquisition_size, rng,
+            contrasts=self.contrasts, blur_probability=self.blur_probability,
+        )
         name = f"simulated {source} {orientation} slice {position} ({self.split} example {index})"
         return preprocess_mri(
             kspace, self.image_size, self.coils, mask, name, self.fov, self.coil_compression
@@ -459,6 +467,7 @@ class RandomizedBrainDataset(Dataset):
                 "pose (rotation ±20°, 90° turns, flips, shifts), smooth warps, bias fields, "
                 "smooth phase, 8-20 coils of random position and size, correlated noise "
                 "0.1-2 % of the peak"
+                + (f", {self.blur_probability:.0%} of the slices blurred" if self.blur_probability else "")
             ),
         }
 

@@ -610,6 +610,10 @@ def random_coil_maps(side: int, rng: np.random.Generator, coils: tuple[int, int]
     return maps / np.sqrt((np.abs(maps) ** 2).sum(axis=0)).max()
 
 
+BLUR_SIGMA_RANGE = (0.5, 3.0)
+"""Range of the Gaussian blur of :func:`randomized_kspace`, in pixels of the acquisition grid."""
+
+
 def randomized_kspace(
     t1_slice: np.ndarray,
     side: int,
@@ -617,15 +621,22 @@ def randomized_kspace(
     *,
     noise_range: tuple[float, float] = (0.001, 0.02),
     contrasts: str = "randomised",
+    blur_probability: float = 0.0,
 ) -> np.ndarray:
     """Fully sampled multicoil k-space ``(N, side, side)`` of one domain-randomised slice.
 
     Random contrast (:func:`random_contrast` from ``contrasts``), pose and warp (:func:`place_randomly`), bias
     field ``exp(b·f)`` (``b`` up to 0.4, ``f`` smooth), smooth background phase, a random coil
     array (:func:`random_coil_maps`, 8–20 coils) and coil-correlated complex noise of standard
-    deviation log-uniform in ``noise_range`` times the largest coil-image magnitude.
+    deviation log-uniform in ``noise_range`` times the largest coil-image magnitude. With
+    probability ``blur_probability`` the placed slice is first blurred (Gaussian, σ log-uniform in
+    :data:`BLUR_SIGMA_RANGE` pixels of ``side``): anatomy of lower native resolution, like an
+    upsampled or thick-slice scan. With 0 no random number is drawn for it.
     """
     image = place_randomly(random_contrast(t1_slice, rng, contrasts), side, rng)
+    if blur_probability > 0 and rng.random() < blur_probability:
+        sigma = np.exp(rng.uniform(*np.log(BLUR_SIGMA_RANGE)))
+        image = ndimage.gaussian_filter(image, sigma).astype(np.float32)
     image *= np.exp(rng.uniform(0.0, 0.4) * _smooth_field((side, side), rng, 4)).astype(np.float32)
     obj = image * np.exp(1j * _smooth_phase((side, side), side, rng)).astype(np.complex64)
     maps = random_coil_maps(side, rng)

@@ -18,7 +18,7 @@ import math
 import os
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -471,6 +471,12 @@ def _type_name(hint: Any) -> str:
 # Validation
 
 
+def _require_one_of(fail: Callable[[str, str], None], key: str, value: Any, choices: Sequence[str]) -> None:
+    """``fail`` with the accepted values unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        fail(key, f"must be one of {', '.join(choices)}, got {value!r}")
+
+
 def validate(config: Config) -> None:
     """Check every value for consistency; raise :class:`ConfigError` naming the key."""
     src = config.source
@@ -479,10 +485,8 @@ def validate(config: Config) -> None:
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{src}: {key} {message}")
 
-    if config.task not in TASKS:
-        fail("task", f"must be one of {', '.join(TASKS)}, got {config.task!r}")
-    if config.method not in METHODS:
-        fail("method", f"must be one of {', '.join(METHODS)}, got {config.method!r}")
+    _require_one_of(fail, "task", config.task, TASKS)
+    _require_one_of(fail, "method", config.method, METHODS)
 
     positive_ints = {
         "data.image_size": data.image_size,
@@ -557,25 +561,17 @@ def validate(config: Config) -> None:
         fail("train.beta_sd_bins", f"must be increasing finite R values, got {edges}")
     if train.beta_sd_bin_pooling < 0:
         fail("train.beta_sd_bin_pooling", f"must be 0 or more bins, got {train.beta_sd_bin_pooling}")
-    if train.select not in SELECTIONS:
-        fail("train.select", f"must be one of {', '.join(SELECTIONS)}, got {train.select!r}")
+    _require_one_of(fail, "train.select", train.select, SELECTIONS)
     if train.select == "cfid" and not train.val_cfid:
         fail("train.select", "cfid needs train.val_cfid: true")
     if not (math.isfinite(train.select_tolerance_db) and train.select_tolerance_db > 0):
         fail("train.select_tolerance_db", f"must be a positive number, got {train.select_tolerance_db}")
-    if train.precision not in PRECISIONS:
-        fail("train.precision", f"must be one of {', '.join(PRECISIONS)}, got {train.precision!r}")
-    if train.adv_reduction not in ADV_REDUCTIONS:
-        fail(
-            "train.adv_reduction",
-            f"must be one of {', '.join(ADV_REDUCTIONS)}, got {train.adv_reduction!r}",
-        )
-    if train.sd_reward not in SD_REWARDS:
-        fail("train.sd_reward", f"must be one of {', '.join(SD_REWARDS)}, got {train.sd_reward!r}")
+    _require_one_of(fail, "train.precision", train.precision, PRECISIONS)
+    _require_one_of(fail, "train.adv_reduction", train.adv_reduction, ADV_REDUCTIONS)
+    _require_one_of(fail, "train.sd_reward", train.sd_reward, SD_REWARDS)
 
     size = data.image_size
-    if model.architecture not in ARCHITECTURES:
-        fail("model.architecture", f"must be one of {', '.join(ARCHITECTURES)}, got {model.architecture!r}")
+    _require_one_of(fail, "model.architecture", model.architecture, ARCHITECTURES)
     if model.architecture == "comodgan":
         _validate_comodgan(config, fail)
     elif config.method == "comodgan":
@@ -594,8 +590,7 @@ def validate(config: Config) -> None:
     else:
         if data.channels not in (1, 3):
             fail("data.channels", f"must be 1 (grey) or 3 (colour), got {data.channels}")
-        if data.hole not in HOLE_KINDS:
-            fail("data.hole", f"must be one of {', '.join(HOLE_KINDS)}, got {data.hole!r}")
+        _require_one_of(fail, "data.hole", data.hole, HOLE_KINDS)
         if not data.hole_size < size:
             fail("data.hole_size", f"({data.hole_size}) must be smaller than data.image_size ({size})")
         if data.val is None and not 0 < data.val_fraction < 1:
@@ -622,13 +617,9 @@ def _validate_comodgan(config: Config, fail) -> None:
 
 def _validate_mri(config: Config, fail) -> None:
     data = config.data
-    if data.kind not in DATA_KINDS:
-        fail("data.kind", f"must be one of {', '.join(DATA_KINDS)}, got {data.kind!r}")
-    if data.fov not in FOV_MAPPINGS:
-        fail("data.fov", f"must be one of {', '.join(FOV_MAPPINGS)}, got {data.fov!r}")
-    if data.coil_compression not in COIL_COMPRESSIONS:
-        fail("data.coil_compression",
-             f"must be one of {', '.join(COIL_COMPRESSIONS)}, got {data.coil_compression!r}")
+    _require_one_of(fail, "data.kind", data.kind, DATA_KINDS)
+    _require_one_of(fail, "data.fov", data.fov, FOV_MAPPINGS)
+    _require_one_of(fail, "data.coil_compression", data.coil_compression, COIL_COMPRESSIONS)
     if data.kind == "simulated":
         if not data.anatomy or any(a not in ANATOMY_SOURCES for a in data.anatomy):
             fail("data.anatomy", f"must list sources among {', '.join(ANATOMY_SOURCES)}, "
@@ -642,16 +633,13 @@ def _validate_mri(config: Config, fail) -> None:
             fail("data.blur_probability", f"must be between 0 and 1, got {data.blur_probability}")
         from training.simulate import CONTRAST_SETS  # the simulator's imports are heavy
 
-        if data.val_contrasts not in CONTRAST_SETS:
-            fail("data.val_contrasts",
-                 f"must be one of {', '.join(CONTRAST_SETS)}, got {data.val_contrasts!r}")
+        _require_one_of(fail, "data.val_contrasts", data.val_contrasts, CONTRAST_SETS)
     mask = data.mask
     kinds = mask.kinds
     if not kinds:
         fail("data.mask.kind", "must name at least one mask kind")
     for kind in kinds:
-        if kind not in MASK_KINDS:
-            fail("data.mask.kind", f"must be one of {', '.join(MASK_KINDS)}, got {kind!r}")
+        _require_one_of(fail, "data.mask.kind", kind, MASK_KINDS)
     values = mask.R if isinstance(mask.R, list) else [mask.R]
     if isinstance(mask.R, list) and len(mask.R) != 2:
         fail("data.mask.R", f"must be one number or a range [R_min, R_max], got {mask.R}")

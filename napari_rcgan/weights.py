@@ -57,6 +57,11 @@ def _integer(low: int, high: int) -> Callable[[Any], bool]:
     )
 
 
+def _one_of(choices: tuple[str, ...]) -> tuple[str, Callable[[Any], bool]]:
+    """Schema entry for a value among ``choices``, e.g. ``('"crop" or "full"', check)``."""
+    return " or ".join(f'"{choice}"' for choice in choices), lambda value: value in choices
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -115,8 +120,8 @@ METADATA_SCHEMA: dict[str, tuple[str, Callable[[Any], bool]]] = {
             for item in value
         ),
     ),
-    "fov": ('"crop" or "full"', lambda value: value in FOV_MAPPINGS),
-    "coil_compression": ('"reference" or "always"', lambda value: value in COIL_COMPRESSIONS),
+    "fov": _one_of(FOV_MAPPINGS),
+    "coil_compression": _one_of(COIL_COMPRESSIONS),
     "training": ("an object", lambda value: isinstance(value, dict)),
     "metrics": ("an object", lambda value: isinstance(value, dict)),
     "conformal": (

@@ -195,3 +195,7 @@ def test_command_line_overrides(tmp_path):
     assert load_config(path, overrides=["train.beta_sd_bin_pooling=1"]).train.beta_sd_bin_pooling == 1
     with pytest.raises(ConfigError, match="train.beta_sd_bin_pooling.*0 or more"):
         load_config(path, overrides=["train.beta_sd_bin_pooling=-1"])
+    assert load_config(path).train.e1_estimate == "first"  # eq. (22)
+    assert load_config(path, overrides=["train.e1_estimate=all"]).train.e1_estimate == "all"
+    with pytest.raises(ConfigError, match="train.e1_estimate.*first"):
+        load_config(path, overrides=["train.e1_estimate=mean"])

@@ -18,7 +18,7 @@ from training.losses import (
     beta_sd_nominal,
     critic_wasserstein_loss,
     drift_penalty,
-    e1_ep_from_samples,
+    error_energies,
     generator_adversarial_loss,
     gradient_penalty,
     l1_p_loss,
@@ -253,23 +253,46 @@ def test_update_beta_sd_validates() -> None:
 
 def test_e1_ep_hand_computed() -> None:
     # V = 2, P = 2, scalar elements: samples [[1, 5], [0, 2]], targets [2, 0].
-    # E1 = ((1-2)^2 + (0-0)^2) / 2 = 0.5; averages [3, 1] -> EP = ((3-2)^2 + (1-0)^2) / 2 = 1.
-    e1, ep = e1_ep_from_samples(torch.tensor([[1.0, 5.0], [0.0, 2.0]]), torch.tensor([2.0, 0.0]))
-    assert e1 == pytest.approx(0.5)
-    assert ep == pytest.approx(1.0)
+    # First sample: E1 = [(1-2)^2, (0-0)^2] = [1, 0]; all samples: [(1 + 9) / 2, (0 + 4) / 2] = [5, 2];
+    # averages [3, 1] -> EP = [(3-2)^2, (1-0)^2] = [1, 1].
+    samples, target = torch.tensor([[1.0, 5.0], [0.0, 2.0]]), torch.tensor([2.0, 0.0])
+    e1, ep = error_energies(samples, target)
+    assert e1.tolist() == [1.0, 0.0] and ep.tolist() == [1.0, 1.0]
+    e1_all, ep_all = error_energies(samples, target, "all")
+    assert e1_all.tolist() == [5.0, 2.0] and ep_all.tolist() == [1.0, 1.0]
+    with pytest.raises(ValueError, match="e1_estimate.*'last'"):
+        error_energies(samples, target, "last")
 
 
+def _gaussian_posterior(p: int, v: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples ``(v, p, 16)`` and targets ``(v, 16)`` drawn from the same Gaussian posteriors."""
+    gen = torch.Generator().manual_seed(seed)
+    mean = torch.randn(v, 16, generator=gen, dtype=torch.float64)
+    sd = 0.1 + torch.rand(v, 16, generator=gen, dtype=torch.float64)
+    target = mean + sd * torch.randn(v, 16, generator=gen, dtype=torch.float64)
+    samples = mean[:, None] + sd[:, None] * torch.randn(v, p, 16, generator=gen, dtype=torch.float64)
+    return samples, target
+
+
+@pytest.mark.parametrize("estimate", ["first", "all"])
 @pytest.mark.parametrize("p", [2, 8])
-def test_e1_ep_true_posterior_ratio(p: int) -> None:
+def test_e1_ep_true_posterior_ratio(p: int, estimate: str) -> None:
     # Prop. 3.3: samples and target drawn from the same Gaussian posterior -> E1/EP = 2P/(P+1).
-    gen = torch.Generator().manual_seed(3)
-    v, n = 20000, 16
-    mean = torch.randn(v, n, generator=gen, dtype=torch.float64)
-    sd = 0.1 + torch.rand(v, n, generator=gen, dtype=torch.float64)
-    target = mean + sd * torch.randn(v, n, generator=gen, dtype=torch.float64)
-    samples = mean[:, None] + sd[:, None] * torch.randn(v, p, n, generator=gen, dtype=torch.float64)
-    e1, ep = e1_ep_from_samples(samples, target)
-    assert e1 / ep == pytest.approx(2.0 * p / (p + 1), rel=0.03)
+    e1, ep = error_energies(*_gaussian_posterior(p, 20000, 3), estimate)
+    assert float(e1.mean() / ep.mean()) == pytest.approx(2.0 * p / (p + 1), rel=0.03)
+
+
+def test_e1_from_all_samples_is_less_noisy() -> None:
+    # 20 validation examples (one R bin), 40 repetitions: the spread of [E1/E8]dB across
+    # repetitions is much smaller when E1 averages all 8 samples.
+    def spread(estimate: str) -> float:
+        ratios = []
+        for seed in range(40):
+            e1, ep = error_energies(*_gaussian_posterior(8, 20, seed), estimate)
+            ratios.append(10 * math.log10(float(e1.mean() / ep.mean())))
+        return float(torch.tensor(ratios).std())
+
+    assert spread("all") < 0.6 * spread("first")
 
 
 # --- Paper equations vs the reference code (train.sd_reward, train.adv_reduction) -------------

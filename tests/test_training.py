@@ -368,6 +368,23 @@ def test_pooled_beta_sd_bins_also_move_their_neighbours(mri_root):
     assert "e1_over_ep_db_R3-5" not in module.val_metrics  # its own examples: none
 
 
+@pytest.mark.parametrize("estimate", ["first", "all"])
+def test_validation_e1_uses_the_configured_estimate(mri_root, estimate):
+    module, batch = _module(mri_root, e1_estimate=estimate)
+    module.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        samples = module.generate(batch, module.config.train.p_val)
+    e1, ep = losses.error_energies(samples, batch["target"].float(), estimate)
+    torch.manual_seed(0)
+    module.on_validation_epoch_start()
+    with torch.no_grad():  # as Lightning runs validation
+        module.validation_step(batch, 0)
+    module.on_validation_epoch_end()
+    assert module.val_metrics["e1"] == pytest.approx(float(e1.mean()), rel=1e-5)
+    assert module.val_metrics["e8"] == pytest.approx(float(ep.mean()), rel=1e-5)
+
+
 def test_fixed_r_keeps_a_single_beta_sd(mri_root):
     module, batch = _module(mri_root)
     assert module.r_bins == [] and module.beta_sd_by_R() == []

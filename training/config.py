@@ -26,7 +26,7 @@ from typing import Any, Union
 import yaml
 
 from napari_rcgan.physics.transforms import COIL_COMPRESSIONS, FOV_MAPPINGS
-from training.losses import ADV_REDUCTIONS, R_BIN_EDGES, SD_REWARDS
+from training.losses import ADV_REDUCTIONS, E1_ESTIMATES, R_BIN_EDGES, SD_REWARDS
 
 TASKS = ("mri", "inpainting")
 METHODS = ("rcgan", "adler", "ohayon", "comodgan")
@@ -220,6 +220,10 @@ class TrainConfig:
         beta_sd_bin_pooling: eq. (23) for a bin of that table measures [E1/E_Pval] on the
             validation examples of the bin and of this many neighbouring bins on each side
             (0: its own only). Keeps a fine table smooth in R when each bin has few examples.
+        e1_estimate: Ê_1 of eq. (23): ``first`` (eq. 22: the error of each validation example's
+            first sample) or ``all`` (the mean error of all its P_val samples: the same
+            expectation with less noise, for bins with few validation examples); see
+            :func:`training.losses.error_energies`.
         l2_weight: weight of L_2,P for ``method: ohayon``.
         r1_gamma: ``method: comodgan``: R1 penalty weight γ (the critic loss gets
             ``γ/2·E||∇D(x)||²`` on real images; 10 in CoModGAN).
@@ -263,6 +267,7 @@ class TrainConfig:
     mu_sd: float = 0.02
     beta_sd_bins: list[float] = field(default_factory=lambda: list(R_BIN_EDGES))
     beta_sd_bin_pooling: int = 0
+    e1_estimate: str = "first"
     l2_weight: float = 1.0
     r1_gamma: float = 10.0
     r1_interval: int = 16
@@ -569,6 +574,7 @@ def validate(config: Config) -> None:
     _require_one_of(fail, "train.precision", train.precision, PRECISIONS)
     _require_one_of(fail, "train.adv_reduction", train.adv_reduction, ADV_REDUCTIONS)
     _require_one_of(fail, "train.sd_reward", train.sd_reward, SD_REWARDS)
+    _require_one_of(fail, "train.e1_estimate", train.e1_estimate, E1_ESTIMATES)
 
     size = data.image_size
     _require_one_of(fail, "model.architecture", model.architecture, ARCHITECTURES)

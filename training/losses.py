@@ -17,7 +17,7 @@ mean, and the batch average stands for the expectation. So ``l1_p_loss`` equals
 ``F.l1_loss(x̂_(P), x)`` as in the reference implementation. Because the same ``1/N`` factor is
 applied to both the supervised-ℓ1 term and the SD reward, the ratio between them, and hence the
 meaning of β_SD (eq. 11) and the minimiser of Prop. 3.1, are exactly the paper's. The only
-exception is :func:`e1_ep_from_samples`, which returns the squared ℓ2 error energies of
+exception is :func:`error_energies`, which returns the squared ℓ2 error energies of
 eqs. (21)-(22) literally; only their ratio is used (eq. 23), so the normalisation cancels.
 
 Paper equations and the reference code
@@ -57,6 +57,8 @@ SD_REWARDS = ("paper", "reference")
 """Kinds of SD reward: eq. (9) (``paper``) or the reference code's ``torch.std`` (``reference``)."""
 ADV_REDUCTIONS = ("mean", "sum")
 """Batch reductions of the generator's adversarial term: the paper's mean or the reference's sum."""
+E1_ESTIMATES = ("first", "all")
+"""Estimates of Ê_1 for eq. (23): the first sample's error (eq. 22) or the mean over all P_val."""
 MU_SD_DEFAULT = 0.02
 """Default step μ_SD of the β_SD auto-tuning rule (eq. 23), per dB of ratio mismatch.
 
@@ -508,22 +510,29 @@ def update_beta_sd(
 
 
 @torch.no_grad()
-def e1_ep_from_samples(samples: Tensor, target: Tensor) -> tuple[float, float]:
-    """Validation error energies (Ê_1, Ê_P) of eqs. (22) and (21).
+def error_energies(samples: Tensor, target: Tensor, e1_estimate: str = "first") -> tuple[Tensor, Tensor]:
+    """Per-example error energies behind eqs. (21) and (22).
 
-    Ê_1 is the mean over examples of ``||x̂_1,v − x_v||_2^2`` using the first sample only;
-    Ê_P that of ``||x̂_(P),v − x_v||_2^2`` using the average of all P samples. Squared norms are
-    sums over the elements (not per-element means); only the ratio matters for eq. (23).
+    ``E1`` is ``||x̂_1,v − x_v||_2^2`` of the first sample (``e1_estimate="first"``, eq. 22) or
+    the mean of ``||x̂_i,v − x_v||_2^2`` over all P samples (``"all"``: each sample is a draw
+    of the same expectation E_1, so this estimates it with less noise); ``EP`` is
+    ``||x̂_(P),v − x_v||_2^2`` of the P-sample average. Squared norms are sums over the elements
+    (not per-element means); only the ratio matters for eq. (23).
 
     Args:
         samples: generated samples, shape (V, P, *E), P >= 2.
         target: true images, shape (V, *E).
+        e1_estimate: one of :data:`E1_ESTIMATES`.
 
     Returns:
-        ``(E1, EP)`` as Python floats.
+        ``(E1, EP)``, each of shape (V,), in the dtype of ``samples``.
     """
     _validate_samples(samples, target, min_p=2)
+    if e1_estimate not in E1_ESTIMATES:
+        raise ValueError(f"e1_estimate must be one of {E1_ESTIMATES}, got {e1_estimate!r}")
     v = samples.shape[0]
-    err_1 = (samples[:, 0] - target).reshape(v, -1).pow(2).sum(dim=1).mean()
-    err_p = (samples.mean(dim=1) - target).reshape(v, -1).pow(2).sum(dim=1).mean()
-    return float(err_1), float(err_p)
+    singles = samples[:, :1] if e1_estimate == "first" else samples
+    err_1 = (singles - target[:, None]).reshape(v, singles.shape[1], -1).pow(2).sum(dim=2).mean(dim=1)
+    err_p = (samples.mean(dim=1) - target).reshape(v, -1).pow(2).sum(dim=1)
+    return err_1, err_p
+

@@ -403,7 +403,8 @@ class RcGANModule(L.LightningModule):
         samples = self.generate(batch, p_val)
         target = batch["target"].float()
         size = target.shape[0]
-        e1, ep = losses.e1_ep_from_samples(samples, target)
+        e1_each, ep_each = (energy.double() for energy in
+                            losses.error_energies(samples, target, self.config.train.e1_estimate))
         shown = self.display(samples, batch)  # (B, P, H, W)
         reference = self.display(target, batch)  # (B, H, W)
         average = shown.mean(dim=1)
@@ -412,16 +413,13 @@ class RcGANModule(L.LightningModule):
         ssim = self._ssim(average, reference)
         apsd = shown.std(dim=1, unbiased=False).flatten(1).mean(1)
         values = torch.stack([
-            torch.tensor(e1 * size, device=self.device, dtype=torch.float64),
-            torch.tensor(ep * size, device=self.device, dtype=torch.float64),
+            e1_each.sum(), ep_each.sum(),
             torch.tensor(float(size), device=self.device, dtype=torch.float64),
             psnr_1.sum().double(), psnr_p.sum().double(), ssim.sum().double(),
             apsd.sum().double(),
         ])
         self._val_sums += values
         if self.r_bins:
-            e1_each = (samples[:, 0] - target).pow(2).flatten(1).sum(1).double()
-            ep_each = (samples.mean(dim=1) - target).pow(2).flatten(1).sum(1).double()
             index = losses.r_bin_index(batch["R"].float(), self.r_bins)
             rows = torch.stack([e1_each, ep_each, torch.ones_like(e1_each)], dim=1)
             self._val_bins.index_add_(0, index.to(self._val_bins.device), rows)

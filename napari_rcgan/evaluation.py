@@ -8,11 +8,15 @@ Always computed (averaged over items):
 - ``psnr[P]``, ``ssim[P]``: of the P-sample average's magnitude (data range from the reference);
 - ``apsd``: average pixel-wise SD of the P_max samples (paper, Table 1);
 - ``e1_over_ep_db[P]``: [E1/E_P]dB with E_P = ||x̂_(P) − x||² of the multicoil complex images,
-  summed over slices (eqs. 21–22), to compare with 10·log10(2P/(P+1)) (Prop. 3.3);
+  summed over slices (eqs. 21–22), to compare with 10·log10(2P/(P+1)) (Prop. 3.3). Each
+  slice's E_P is the mean over the ⌊P_max/P⌋ disjoint groups of P of its P_max samples
+  (:func:`napari_rcgan.stats.error_energy`), so E_1 averages all P_max single-sample errors;
 - ``psnr_gain_min_db``, ``slices_below_zero_filled``: the smallest per-slice PSNR gain of the
   largest-P average over the zero-filled image, and the number of slices where it is negative;
 - ``sd_error_spearman``: Spearman correlation between the pixel-wise SD and the absolute error of
-  the P_max-sample average, inside the object (reference > 5 % of its maximum), mean over slices.
+  the P_max-sample average, inside the object (reference > 5 % of its maximum), mean over slices;
+  ``sd_error_spearman_ceiling``: what it would be if the errors were Gaussian with exactly that
+  SD map (:func:`napari_rcgan.stats.spearman_ceiling`), what a calibrated map of that shape gets.
 
 With ``--metrics`` (see :mod:`napari_rcgan.metrics`; weights from ``features prepare``):
 
@@ -184,7 +188,7 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
     psnr = {P: [] for P in counts}
     ssim = {P: [] for P in counts}
     errors = {P: 0.0 for P in [1, *counts]}
-    zero_filled, apsd, spearman, times, gains = [], [], [], [], []
+    zero_filled, apsd, spearman, ceilings, times, gains = [], [], [], [], [], []
     pairs: dict[int, list[np.ndarray]] = {P: [] for P in counts}
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for number, item in enumerate(items):
@@ -201,13 +205,14 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
                 pairs[P].append(_perceptual_pair(task, mean, reference))
         gains.append(psnr[counts[-1]][-1] - zero_filled[-1])
         target = measurement.target if task == "mri" else measurement.image
-        cumulative = torch.cumsum(result.images, dim=0)
         for P in errors:
-            errors[P] += float((cumulative[P - 1] / P - target).abs().pow(2).sum())
+            errors[P] += float(stats.error_energy(result.images[None], target[None], P)[0])
         apsd.append(stats.apsd(result.stack))
         support = reference > SUPPORT_FRACTION * reference.max()
         error = stats.absolute_error(result.stack.mean(), reference)
-        spearman.append(float(spearmanr(result.stack.std()[support], error[support]).statistic))
+        sd = result.stack.std()[support]
+        spearman.append(float(spearmanr(sd, error[support]).statistic))
+        ceilings.append(stats.spearman_ceiling(sd, seed))
         if test_P or fid_P:
             rows.append(_embeddings(task, measured, result.images[: max(test_P, fid_P)], options, device))
         if "time" in wanted:
@@ -223,6 +228,7 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
         "slices_below_zero_filled": int(np.sum(np.asarray(gains) < 0)),
         "e1_over_ep_db": {str(P): 10 * math.log10(errors[1] / errors[P]) for P in counts},
         "sd_error_spearman": float(np.mean(spearman)),
+        "sd_error_spearman_ceiling": float(np.mean(ceilings)),
     }
     if wanted & {"lpips", "dists"}:
         for name in ("lpips", "dists"):
@@ -327,7 +333,8 @@ def _print_table(metrics: dict) -> None:
             (P, ms), = values["time_ms"].items()
             extra += f", time(P={P}) {ms:.1f} ms"
         print(f"{key}={label}: zero-filled PSNR {values['zero_filled_psnr']:.2f} dB, "
-              f"APSD {values['apsd']:.4g}, SD-error Spearman {values['sd_error_spearman']:.3f}, "
+              f"APSD {values['apsd']:.4g}, SD-error Spearman {values['sd_error_spearman']:.3f} "
+              f"(ceiling {values['sd_error_spearman_ceiling']:.3f}), "
               f"worst slice gain {values['psnr_gain_min_db']:+.2f} dB "
               f"({values['slices_below_zero_filled']} below zero filling){extra}")
         for P in values["psnr"]:

@@ -1,11 +1,14 @@
-"""Posterior statistics: prefix-sum sample stacks, error maps, PSNR/SSIM, APSD.
+"""Posterior statistics: prefix-sum sample stacks, error maps, PSNR/SSIM, APSD, error energies.
 
-All images are real magnitude arrays ``(H, W)`` (or ``(H, W, 3)`` for colour).
+All images are real magnitude arrays ``(H, W)`` (or ``(H, W, 3)`` for colour), except in
+:func:`error_energy`, which takes the network's (complex, multicoil) sample tensors.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from scipy.stats import spearmanr
 from skimage.metrics import structural_similarity
 
 from napari_rcgan.errors import ParameterError
@@ -119,6 +122,52 @@ def ssim(estimate: np.ndarray, reference: np.ndarray) -> float:
 def apsd(stack: SampleStack, P: int | None = None) -> float:
     """Average pixel-wise SD ``(1/(NP) Σ_i ||x̂_(P) − x̂_i||²)^½`` (paper, Table 1)."""
     return float(np.sqrt(np.mean(stack.std(P).astype(np.float64) ** 2)))
+
+
+def error_energy(samples: torch.Tensor, target: torch.Tensor, P: int) -> torch.Tensor:
+    """Estimate of ``E_P = E{||x̂_(P) − x||²₂ | y}`` (eq. 20) for each of B measurements.
+
+    The mean, over the ``⌊S/P⌋`` disjoint groups of ``P`` consecutive samples, of the squared
+    ℓ2 norm (sum over the elements) of the group's average minus the target. Every group is a
+    draw of the same expectation, so using all of them lowers the noise of a single group: with
+    ``S = P`` this is the term of eq. (21); with ``P = 1`` it averages eq. (22)'s single-sample
+    error over all ``S`` samples.
+
+    Args:
+        samples: ``(B, S, *E)`` samples (real or complex), ``S ≥ P``.
+        target: ``(B, *E)`` true images.
+        P: samples per average, at least 1.
+
+    Returns:
+        ``(B,)`` real tensor in the samples' precision.
+    """
+    count, draws = samples.shape[0], samples.shape[1]
+    if not 1 <= P <= draws:
+        raise ParameterError(f"P must be between 1 and the {draws} samples, got {P}")
+    groups = draws // P
+    averages = samples[:, : groups * P].reshape(count, groups, P, *samples.shape[2:]).mean(dim=2)
+    return (averages - target[:, None]).abs().pow(2).reshape(count, groups, -1).sum(dim=2).mean(dim=1)
+
+
+def spearman_ceiling(sd: np.ndarray, seed: int = 0, draws: int = 20) -> float:
+    """The SD–error Spearman correlation an SD map of this shape would reach if it were right.
+
+    If each pixel's error were Gaussian with exactly the predicted SD, ``|error| = SD·|n|`` with
+    ``n ~ N(0, 1)`` per pixel, and the rank correlation between SD and ``|error|`` would still be
+    well below 1: it is limited by how much the SD varies across the pixels compared with the
+    spread of ``|n|``. Returns the mean Spearman correlation of ``sd`` with ``sd·|n|`` over
+    ``draws`` draws of ``n`` (seeded), 0 for a constant map. An observed correlation is to be
+    read against this value, not against 1.
+
+    Args:
+        sd: pixel-wise SDs (any shape; e.g. those inside the object).
+    """
+    values = np.asarray(sd, np.float64).ravel()
+    if values.size < 2 or np.ptp(values) == 0:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    return float(np.mean([spearmanr(values, values * np.abs(rng.standard_normal(values.size))).statistic
+                          for _ in range(draws)]))
 
 
 MAX_COMPONENTS = 10

@@ -7,6 +7,9 @@ import shutil
 import pytest
 
 from napari_rcgan.cli import main
+from napari_rcgan.evaluation import evaluate
+from napari_rcgan.io import FastMRIFile
+from napari_rcgan.sampler import PosteriorSampler
 from napari_rcgan.weights import read_metadata
 
 
@@ -22,7 +25,9 @@ def test_evaluate_writes_the_documented_schema_and_stores_it(small_fastmri_file,
     assert set(metrics["R"]) == {"4", "8"} and metrics["slices"] == 2
     for values in metrics["R"].values():
         assert set(values) == {"zero_filled_psnr", "psnr", "ssim", "apsd", "e1_over_ep_db",
-                               "sd_error_spearman", "psnr_gain_min_db", "slices_below_zero_filled"}
+                               "sd_error_spearman", "sd_error_spearman_ceiling", "psnr_gain_min_db",
+                               "slices_below_zero_filled"}
+        assert 0 < values["sd_error_spearman_ceiling"] < 1
         assert 0 <= values["slices_below_zero_filled"] <= 2
         assert values["psnr_gain_min_db"] <= values["psnr"]["4"] - values["zero_filled_psnr"] + 1e-9
         assert set(values["psnr"]) == set(values["ssim"]) == set(values["e1_over_ep_db"]) == {"1", "2", "4"}
@@ -38,6 +43,25 @@ def test_evaluate_writes_the_documented_schema_and_stores_it(small_fastmri_file,
                  "--store-as", "evaluation_other"]) == 0
     card = read_metadata(weights).metrics
     assert card["evaluation"]["R"] == metrics["R"] and set(card["evaluation_other"]["R"]) == {"4"}
+
+
+def test_e1_over_ep_uses_every_sample_in_disjoint_groups(small_fastmri_file, mri_weights_64, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(small_fastmri_file, data)
+    sampler = PosteriorSampler(str(mri_weights_64), device="cpu", backend="torch")
+    values = evaluate(sampler, data, [4.0], [1, 2, 4], seed=3)["R"]["4"]
+    energies = {1: 0.0, 2: 0.0, 4: 0.0}
+    fastmri = FastMRIFile.open(data / small_fastmri_file.name)
+    for index in range(fastmri.num_slices):
+        measurement = sampler.measure_mri(fastmri.read_kspace(index), R=4.0)
+        images = sampler.sample(measurement, 4, seed=3).images
+        for P in energies:  # E1 over all 4 single samples, E2 over both pairs
+            groups = images.reshape(4 // P, P, *images.shape[1:]).mean(dim=1)
+            energies[P] += float((groups - measurement.target).abs().pow(2).sum()) / (4 // P)
+    for P in (2, 4):
+        expected = 10 * math.log10(energies[1] / energies[P])
+        assert values["e1_over_ep_db"][str(P)] == pytest.approx(expected, abs=1e-4)
 
 
 def test_evaluate_bad_input(tmp_path, face_weights_64, mri_weights_64, capsys):

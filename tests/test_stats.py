@@ -2,11 +2,14 @@
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy.stats import spearmanr
 
 from napari_rcgan import stats
+from napari_rcgan.errors import ParameterError
 
 
 @settings(max_examples=30, deadline=None)
@@ -54,3 +57,37 @@ def test_psnr_ssim_apsd_and_error():
     stack = stats.SampleStack((32, 32))
     stack.extend(np.stack([reference - 0.2, reference + 0.2]))
     assert stats.apsd(stack) == pytest.approx(0.2, rel=1e-4)
+
+
+def test_error_energy_averages_disjoint_groups_by_hand():
+    # One measurement, 4 complex scalar samples, target 0: |1|², |i|², |3|², |−1|² -> E1 = 3;
+    # pairs (1 + i)/2, (3 − 1)/2 -> |.|² = 0.5, 1 -> E2 = 0.75; all four: (3 + i)/4 -> 10/16.
+    samples = torch.tensor([[1, 1j, 3, -1]], dtype=torch.complex64)
+    target = torch.zeros(1, dtype=torch.complex64)
+    assert stats.error_energy(samples, target, 1).tolist() == pytest.approx([3.0])
+    assert stats.error_energy(samples, target, 2).tolist() == pytest.approx([0.75])
+    assert stats.error_energy(samples, target, 4).tolist() == pytest.approx([10 / 16])
+    assert stats.error_energy(samples, target, 3).tolist() == pytest.approx([abs((1 + 1j + 3) / 3) ** 2])
+    with pytest.raises(ParameterError, match="between 1 and the 4 samples"):
+        stats.error_energy(samples, target, 5)
+
+
+def test_error_energy_is_per_measurement_and_sums_over_elements():
+    samples = torch.zeros(2, 2, 3, 3)
+    samples[1] += 1.0  # measurement 1: every element off by one
+    energies = stats.error_energy(samples, torch.zeros(2, 3, 3), 2)
+    assert energies.tolist() == [0.0, 9.0]
+
+
+def test_spearman_ceiling_is_what_exactly_calibrated_errors_reach():
+    rng = np.random.default_rng(1)
+    for spread in (0.1, 0.5, 1.5):  # log-SD spread across pixels
+        sd = np.exp(spread * rng.standard_normal(4000))
+        ceiling = stats.spearman_ceiling(sd, seed=0)
+        errors = sd * np.abs(rng.standard_normal(sd.size))  # Gaussian errors of exactly that SD
+        observed = float(spearmanr(sd, errors).statistic)
+        assert observed == pytest.approx(ceiling, abs=0.05)
+    # More spread in the map, higher ceiling; a flat map cannot rank errors at all.
+    assert stats.spearman_ceiling(np.exp(0.1 * rng.standard_normal(4000))) < 0.15
+    assert stats.spearman_ceiling(np.exp(1.5 * rng.standard_normal(4000))) > 0.7
+    assert stats.spearman_ceiling(np.full(100, 0.3)) == 0.0

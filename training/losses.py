@@ -53,6 +53,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from napari_rcgan.stats import error_energy
+
 SD_REWARDS = ("paper", "reference")
 """Kinds of SD reward: eq. (9) (``paper``) or the reference code's ``torch.std`` (``reference``)."""
 ADV_REDUCTIONS = ("mean", "sum")
@@ -516,8 +518,9 @@ def error_energies(samples: Tensor, target: Tensor, e1_estimate: str = "first") 
     ``E1`` is ``||x̂_1,v − x_v||_2^2`` of the first sample (``e1_estimate="first"``, eq. 22) or
     the mean of ``||x̂_i,v − x_v||_2^2`` over all P samples (``"all"``: each sample is a draw
     of the same expectation E_1, so this estimates it with less noise); ``EP`` is
-    ``||x̂_(P),v − x_v||_2^2`` of the P-sample average. Squared norms are sums over the elements
-    (not per-element means); only the ratio matters for eq. (23).
+    ``||x̂_(P),v − x_v||_2^2`` of the P-sample average (:func:`napari_rcgan.stats.error_energy`).
+    Squared norms are sums over the elements (not per-element means); only the ratio matters for
+    eq. (23).
 
     Args:
         samples: generated samples, shape (V, P, *E), P >= 2.
@@ -530,9 +533,6 @@ def error_energies(samples: Tensor, target: Tensor, e1_estimate: str = "first") 
     _validate_samples(samples, target, min_p=2)
     if e1_estimate not in E1_ESTIMATES:
         raise ValueError(f"e1_estimate must be one of {E1_ESTIMATES}, got {e1_estimate!r}")
-    v = samples.shape[0]
     singles = samples[:, :1] if e1_estimate == "first" else samples
-    err_1 = (singles - target[:, None]).reshape(v, singles.shape[1], -1).pow(2).sum(dim=2).mean(dim=1)
-    err_p = (samples.mean(dim=1) - target).reshape(v, -1).pow(2).sum(dim=1)
-    return err_1, err_p
+    return error_energy(singles, target, 1), error_energy(samples, target, samples.shape[1])
 

@@ -29,7 +29,8 @@ def test_bundled_weights_match_their_metadata_and_the_sample_data():
     assert tuple(mri.image_size) == (128, 128) and data.kspace_shape == (256, 136)
     assert mri.fov == "full" and mri.coil_compression == "always"
     assert mri.masks == ["gro"] and mri.acceleration == [2.0, 8.0]
-    assert [(b["R_min"], b["R_max"]) for b in mri.beta_sd_by_R] == [(2, 3), (3, 5), (5, 7), (7, 8)]
+    assert [(b["R_min"], b["R_max"]) for b in mri.beta_sd_by_R] == [
+        (2, 2.5), (2.5, 3), (3, 4), (4, 5), (5, 6), (6, 7), (7, 8)]
     dataset = mri.training["dataset"]["train"]
     assert "simulated k-space from real anatomy" in json.dumps(dataset)
     assert dataset["anatomy"] == ["colin27"] and dataset["held_out_anatomy"] == ["mni152"]

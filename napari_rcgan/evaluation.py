@@ -15,8 +15,8 @@ Always computed (averaged over items):
   largest-P average over the zero-filled image, and the number of slices where it is negative;
 - ``sd_error_spearman``: Spearman correlation between the pixel-wise SD and the absolute error of
   the P_max-sample average, inside the object (reference > 5 % of its maximum), mean over slices;
-  ``sd_error_spearman_ceiling``: what it would be if the errors were Gaussian with exactly that
-  SD map (:func:`napari_rcgan.stats.spearman_ceiling`), what a calibrated map of that shape gets.
+  ``sd_error_spearman_ceiling``: its mean value if the errors were Gaussian with exactly that SD
+  map (:func:`napari_rcgan.stats.spearman_ceiling`), the yardstick for ``sd_error_spearman``.
 
 With ``--metrics`` (see :mod:`napari_rcgan.metrics`; weights from ``features prepare``):
 

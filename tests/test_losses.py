@@ -366,14 +366,36 @@ def test_r_bins_of_the_mask_agnostic_range_and_fixed_r() -> None:
     assert r_bins(2.0, 4.0, [2.5, 3.0, 6.0]) == [(2.0, 2.5), (2.5, 3.0), (3.0, 4.0)]
 
 
-def test_pooling_adds_each_bins_neighbours() -> None:
+def test_pooling_adds_each_bins_neighbours_with_binomial_weights() -> None:
     from training.losses import pool_neighbouring_bins
 
     sums = torch.tensor([[1.0, 10.0], [2.0, 20.0], [4.0, 40.0], [8.0, 80.0]], dtype=torch.float64)
     assert pool_neighbouring_bins(sums, 0) is sums
-    assert pool_neighbouring_bins(sums, 1)[:, 0].tolist() == [3.0, 7.0, 14.0, 12.0]
-    assert pool_neighbouring_bins(sums, 1)[:, 1].tolist() == [30.0, 70.0, 140.0, 120.0]
-    assert pool_neighbouring_bins(sums, 5)[:, 0].tolist() == [15.0] * 4  # reach past both ends
+    # reach 1: weights 1, 2, 1 (ends: the missing neighbour is left out).
+    assert pool_neighbouring_bins(sums, 1)[:, 0].tolist() == [4.0, 9.0, 18.0, 20.0]
+    assert pool_neighbouring_bins(sums, 1)[:, 1].tolist() == [40.0, 90.0, 180.0, 200.0]
+    # reach 2: weights 1, 4, 6, 4, 1.
+    assert pool_neighbouring_bins(sums, 2)[:, 0].tolist() == [
+        6 + 8 + 4, 4 + 12 + 16 + 8, 1 + 8 + 24 + 32, 2 + 16 + 48]
+
+
+@pytest.mark.parametrize("reach", [1, 2])
+def test_pooled_beta_sd_updates_do_not_grow_a_zigzag_table(reach: int) -> None:
+    """Eq. (23) per bin on pooled sums, with [E1/E8]dB rising linearly in each bin's beta_SD: a
+    table that alternates around the calibrated value must not drift further apart."""
+    from training.losses import pool_neighbouring_bins
+
+    calibrated, slope, bins = 0.3, 10.0, 7  # dB of ratio per unit of beta_SD
+    table = [calibrated + (0.05 if i % 2 else -0.05) for i in range(bins)]
+    target_db = 10 * math.log10(16 / 9)
+    for _ in range(200):
+        ratio_db = [target_db + slope * (beta - calibrated) for beta in table]
+        sums = torch.tensor([[10 ** (db / 10), 1.0, 1.0] for db in ratio_db], dtype=torch.float64)
+        pooled = pool_neighbouring_bins(sums, reach)
+        table = [update_beta_sd(beta, float(e1 / n), float(ep / n), mu_sd=0.15, beta_sd_n=0.33)
+                 for beta, (e1, ep, n) in zip(table, pooled, strict=True)]
+    spread = max(table) - min(table)
+    assert spread <= 0.1 + 1e-9  # the box filter of the first version grew it to beyond 0.5
 
 
 def test_beta_sd_table_remapped_onto_other_bins() -> None:

@@ -219,7 +219,9 @@ class TrainConfig:
             inside ``data.mask.R`` split it into bins; :func:`training.losses.r_bins`).
         beta_sd_bin_pooling: eq. (23) for a bin of that table measures [E1/E_Pval] on the
             validation examples of the bin and of this many neighbouring bins on each side
-            (0: its own only). Keeps a fine table smooth in R when each bin has few examples.
+            (0: its own only; binomial weights, 1-2-1 for 1; see
+            :func:`training.losses.pool_neighbouring_bins`). Keeps a fine table smooth in R when
+            each bin has few examples.
         e1_estimate: Ê_1 of eq. (23): ``first`` (eq. 22: the error of each validation example's
             first sample) or ``all`` (the mean error of all its P_val samples: the same
             expectation with less noise, for bins with few validation examples); see

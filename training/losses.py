@@ -128,23 +128,32 @@ def r_bin_index(R: Tensor, bins: list[tuple[float, float]]) -> Tensor:
 
 
 def pool_neighbouring_bins(sums: Tensor, reach: int) -> Tensor:
-    """Validation sums per R bin, each bin's row added to those of its neighbours.
+    """Validation sums per R bin, each bin's row joined by those of its neighbours.
+
+    Bin ``i`` gets ``Σ_j w_j · sums[i + j]`` for ``|j| ≤ reach`` with binomial weights
+    ``w_j = C(2·reach, reach + j)`` (reach 1: 1, 2, 1); near the ends of the table the missing
+    neighbours are left out. Binomial, not equal, weights: with equal weights a table whose bins
+    alternate high/low reads, pooled, the *opposite* of its own error (the box filter's response
+    at the highest frequency is −1/3), so eq. (23) drives such a zigzag further apart instead of
+    flattening it; the binomial filter's response is ``cos^(2·reach)(ω/2) ≥ 0`` at every
+    frequency.
 
     Args:
         sums: ``(bins, k)`` per-bin sums (e.g. E_1, E_Pval and the example count).
-        reach: how many neighbouring bins on each side join a bin (0: none); near the ends of the
-            table fewer neighbours exist.
+        reach: how many neighbouring bins on each side join a bin (0: none).
 
     Returns:
-        ``(bins, k)``: row ``i`` is the sum of rows ``max(0, i - reach)`` to
-        ``min(bins - 1, i + reach)`` of ``sums``.
+        ``(bins, k)`` pooled sums (``sums`` itself for reach 0).
     """
     if reach == 0:
         return sums
     count = sums.shape[0]
-    cumulative = torch.cat([torch.zeros_like(sums[:1]), sums.cumsum(0)])
-    rows = torch.arange(count, device=sums.device)
-    return cumulative[(rows + reach + 1).clamp(max=count)] - cumulative[(rows - reach).clamp(min=0)]
+    pooled = torch.zeros_like(sums)
+    for offset in range(-reach, reach + 1):
+        weight = math.comb(2 * reach, reach + offset)
+        low, high = max(0, -offset), min(count, count - offset)
+        pooled[low:high] += weight * sums[low + offset : high + offset]
+    return pooled
 
 
 def remap_beta_sd_table(

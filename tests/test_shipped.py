@@ -42,6 +42,25 @@ def test_bundled_weights_match_their_metadata_and_the_sample_data():
         assert path.stat().st_size < 25e6
 
 
+def _strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+@pytest.mark.parametrize("name", ["mri", "faces"])
+def test_bundled_metadata_names_no_path_of_the_machine_that_made_it(name):
+    metadata = read_metadata(bundled_weights()[name])
+    blocks = [metadata.metrics, metadata.conformal, metadata.notes, metadata.training]
+    local = [text for text in _strings(blocks) if text.startswith(("/", "~")) or "/work/" in text]
+    assert local == []
+
+
 @pytest.mark.parametrize("R", [2, 4, 8])
 def test_shipped_mri_samples_are_data_consistent(R):
     sampler = PosteriorSampler("mri", device="cpu")

@@ -6,7 +6,7 @@ calibration part gives ``λ_R`` (:func:`napari_rcgan.uncertainty.conformal_scale
 measures the coverage of ``mean ± λ_R·SD`` inside the object. Both go into the weights' metadata::
 
     "conformal": {"alpha": α, "P": P, "scale": {"<R>": λ_R}, "coverage": {"<R>": measured},
-                  "images": {"calibration": n, "test": m}, "data": DIR, "mask": kind, "seed": s}
+                  "images": {"calibration": n, "test": m}, "data": NAME, "mask": kind, "seed": s}
 
 The guarantee holds for scans exchangeable with the calibration slices (same kind of data,
 same mask kind, R and P): calibrate on held-out data that looks like what the weights will see.
@@ -32,7 +32,7 @@ from napari_rcgan.uncertainty import (
     interval_region,
     min_calibration_images,
 )
-from napari_rcgan.weights import load_weights, save_weights
+from napari_rcgan.weights import load_weights, portable_name, save_weights
 
 
 def split_slices(count: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -134,7 +134,8 @@ def run_calibrate_command(args: argparse.Namespace) -> dict[str, Any]:
         sampler, args.data, args.R, args.alpha, args.P, args.mask, args.seed,
         args.test_fraction, args.max_slices, args.chunk,
     )
-    conformal.update(data=str(args.data), calibrated=time.strftime("%Y-%m-%d"))
+    conformal.update(data=args.data_label or portable_name(args.data),
+                     calibrated=time.strftime("%Y-%m-%d"))
     for R, scale in conformal["scale"].items():
         measured = conformal["coverage"].get(R)
         text = f", coverage on the test part {measured:.3f}" if measured is not None else ""

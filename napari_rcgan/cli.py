@@ -103,6 +103,15 @@ def _add_sample_parser(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_data_label_argument(parser: argparse.ArgumentParser) -> None:
+    """``--data-label``: how the weights' metadata names the data (never a local path)."""
+    parser.add_argument(
+        "--data-label", default=None, metavar="TEXT",
+        help="how the weights' metadata names the data, e.g. 'ICBM152 2009a, held out' (default: "
+        "the folder's name; the full path of this machine is never stored)",
+    )
+
+
 def _add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     """``--backend`` and ``--precision`` (validated by the engine, one-line errors)."""
     parser.add_argument(
@@ -160,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--max-slices", type=int, default=None)
     calibrate.add_argument("--chunk", type=int, default=None, help="samples per forward pass")
     calibrate.add_argument("--out", required=True, help="output weights .safetensors")
+    _add_data_label_argument(calibrate)
 
     evaluate = subparsers.add_parser("evaluate", help="measure weights on held-out data")
     evaluate.add_argument("--weights", default="mri")
@@ -181,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="key of the model card entry written by --store-in-weights (default: evaluation); "
         "other entries are kept, so several data sets can be recorded",
     )
+    _add_data_label_argument(evaluate)
     from napari_rcgan.metrics_cli import add_evaluate_arguments, add_features_parser
 
     add_evaluate_arguments(evaluate)

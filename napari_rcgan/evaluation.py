@@ -380,9 +380,11 @@ def run_evaluate_command(args: argparse.Namespace) -> dict:
     _print_table(metrics)
     print(f"generator ran on {metrics['backend']} {metrics['precision']}; wrote {out}")
     if args.store_in_weights:
-        from napari_rcgan.weights import update_metrics
+        from napari_rcgan.weights import portable_name, update_metrics
 
-        stored = dict(metrics, data=str(args.data), evaluated=time.strftime("%Y-%m-%d"))
+        stored = dict(metrics, weights=portable_name(metrics["weights"]),
+                      data=args.data_label or portable_name(args.data),
+                      evaluated=time.strftime("%Y-%m-%d"))
         path = update_metrics(args.weights, {args.store_as: stored})
         print(f"stored the metrics in {path} as {args.store_as!r}")
     return metrics

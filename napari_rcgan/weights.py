@@ -468,6 +468,13 @@ def update_metrics(spec: str | os.PathLike, metrics: dict[str, Any]) -> Path:
     return save_weights(resolve_path(str(spec)), weights.state_dict, weights.metadata)
 
 
+def portable_name(spec: str | os.PathLike) -> str:
+    """How metadata names a file or folder: its last component, never a path of the machine that
+    wrote it (weights are shared; ``/home/me/scans/held-out`` is stored as ``held-out``)."""
+    name = Path(str(spec).rstrip("/\\")).name
+    return name or str(spec)
+
+
 def read_metadata(path: str | os.PathLike) -> WeightsMetadata:
     """Only the metadata of a weights file (cheap: reads the header)."""
     from safetensors import safe_open

@@ -36,13 +36,17 @@ def test_evaluate_writes_the_documented_schema_and_stores_it(small_fastmri_file,
         assert all(math.isfinite(v) for v in values["psnr"].values())
     assert metrics["R"]["4"]["zero_filled_psnr"] > metrics["R"]["8"]["zero_filled_psnr"]
     stored = read_metadata(weights).metrics["evaluation"]
-    assert stored["R"] == metrics["R"] and stored["data"] == str(data)
+    assert stored["R"] == metrics["R"]
+    # Weights are shared: the card names the data and weights without this machine's paths.
+    assert metrics["weights"] == str(weights) and stored["weights"] == "w.safetensors"
+    assert stored["data"] == "data"
     # A second evaluation stored under another name keeps the first one.
     assert main(["evaluate", "--weights", str(weights), "--data", str(data), "--R", "4",
                  "--P", "1", "2", "--device", "cpu", "--out", str(out), "--store-in-weights",
-                 "--store-as", "evaluation_other"]) == 0
+                 "--store-as", "evaluation_other", "--data-label", "one simulated volume"]) == 0
     card = read_metadata(weights).metrics
     assert card["evaluation"]["R"] == metrics["R"] and set(card["evaluation_other"]["R"]) == {"4"}
+    assert card["evaluation_other"]["data"] == "one simulated volume"
 
 
 def test_e1_over_ep_uses_every_sample_in_disjoint_groups(small_fastmri_file, mri_weights_64, tmp_path):

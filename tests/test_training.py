@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -289,6 +290,9 @@ def test_smoke_faces_trains_exports_and_samples(tmp_path):
     weights = export_checkpoint(tmp_path / "run" / "last.ckpt", tmp_path / "faces.safetensors")
     metadata = read_metadata(weights)
     assert metadata.task == "inpainting" and metadata.channels == 3
+    # Weights are shared: the training record names the data folders, not this machine's paths.
+    assert str(tmp_path) not in json.dumps([metadata.training, metadata.notes, metadata.metrics])
+    assert metadata.training["config"]["data"]["root"] == "faces"
     sampler = PosteriorSampler(weights, device="cpu")
     image = np.random.default_rng(0).random((SIZE, SIZE, 3)).astype(np.float32)
     hole = center_square_hole((SIZE, SIZE), 16)

@@ -229,6 +229,7 @@ def test_calibrate_command_writes_metadata_and_sample_writes_intervals(
     assert conformal["alpha"] == 0.1 and conformal["P"] == 4
     assert set(conformal["scale"]) == set(conformal["coverage"]) == {"4", "8"}
     assert conformal["images"] == {"calibration": 9, "test": 3}
+    assert conformal["data"] == "data"  # the folder's name, not this machine's path
     # ... but not for alpha=0.05
     with pytest.raises(SystemExit) as raised:
         main(["calibrate", "--weights", str(mri_weights_64), "--data", str(folder), "--alpha",

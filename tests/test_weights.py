@@ -11,6 +11,7 @@ from napari_rcgan.weights import (
     WeightsMetadata,
     build_generator,
     load_weights,
+    portable_name,
     random_weights,
     read_metadata,
     save_weights,
@@ -145,3 +146,12 @@ def test_acceleration_warning_names_r_and_the_trained_range():
     assert "R = 4" in fixed.acceleration_warning(8.0)
     faces = WeightsMetadata(task="inpainting", image_size=[64, 64], channels=3)
     assert faces.acceleration_warning(32.0) is None
+
+
+@pytest.mark.parametrize(
+    ("spec", "name"),
+    [("/home/me/scans/held-out", "held-out"), ("/home/me/scans/held-out/", "held-out"),
+     ("runs/w.safetensors", "w.safetensors"), ("mri", "mri"), ("/", "/")],
+)
+def test_portable_name_drops_the_machine_s_folders(spec, name):
+    assert portable_name(spec) == name

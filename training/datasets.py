@@ -44,6 +44,7 @@ from napari_rcgan.physics.inpainting import center_square_hole
 from napari_rcgan.physics.masks import SamplingMask, column_mask
 from napari_rcgan.sampler import InpaintingMeasurement, MRIMeasurement
 from napari_rcgan.sampler import preprocess_mri as sampler_preprocess_mri
+from napari_rcgan.weights import portable_name
 
 
 class DatasetError(InputFileError):
@@ -288,11 +289,11 @@ class FastMRIDataset(Dataset):
         return mri_example(self.measurement(index))
 
     def describe(self) -> dict[str, Any]:
-        """Plain-value summary (stored in checkpoints and exported weights)."""
+        """Plain-value summary (stored in checkpoints and exported weights; no local paths)."""
         provenance = sorted({str(v.attrs["provenance"]) for v in self.volumes if "provenance" in v.attrs})
         description: dict[str, Any] = {
             "kind": "fastmri-multicoil",
-            "folder": str(self.folder),
+            "folder": portable_name(self.folder),
             "volumes": len(self.volumes),
             "slices": len(self.entries),
             "skipped_volumes": len(self.skipped),
@@ -594,7 +595,7 @@ class FaceFolderDataset(Dataset):
     def describe(self) -> dict[str, Any]:
         return {
             "kind": "image-folder",
-            "folder": str(self.folder),
+            "folder": portable_name(self.folder),
             "images": len(self.files),
             "image_size": [self.image_size, self.image_size],
             "channels": self.channels,

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from napari_rcgan.errors import RcganError, WeightsError
-from napari_rcgan.weights import Weights, save_weights
+from napari_rcgan.weights import Weights, portable_name, save_weights
 from training.config import ConfigError, config_from_dict
 from training.module import weights_metadata
 
@@ -46,6 +46,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise WeightsError(f"{path}: no training config in the checkpoint; was it written by "
                            "python -m training.train?")
     return checkpoint
+
+
+def _portable_config(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the absolute data folders reduced to their names (weights are shared)."""
+    data = dict(values["data"])
+    for key in ("root", "train", "val"):
+        if data.get(key) and Path(os.path.expanduser(data[key])).is_absolute():
+            data[key] = portable_name(data[key])
+    return {**values, "data": data}
 
 
 def export_checkpoint(
@@ -82,7 +91,7 @@ def export_checkpoint(
         )
     training = {
         "method": config.method,
-        "config": config.to_dict(),
+        "config": _portable_config(config.to_dict()),
         "beta_sd_nominal": rcgan.get("beta_sd_nominal"),
         "beta_sd_history": rcgan.get("beta_sd_history", []),
         "dataset": dataset,

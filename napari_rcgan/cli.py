@@ -481,12 +481,16 @@ def _info(spec: str, as_json: bool = False) -> str:
             line = textwrap.shorten(line, width=INFO_NOTES_WIDTH, placeholder=" …")
         lines.append(f"  {line}")
     lines += [f"  {line}" for line in _card_summary(metadata.metrics)]
-    lines.append(f"full metadata: napari-rcgan info {spec} --json")
+    entries = sorted(key for key, value in (metadata.metrics or {}).items()
+                     if key.startswith("evaluation") and isinstance(value, dict))
+    named = f" (model card entries {', '.join(entries)})" if len(entries) > 1 else ""
+    lines.append(f"full metadata{named}: napari-rcgan info {spec} --json")
     return "\n".join(lines)
 
 
 def _card_summary(metrics: dict) -> list[str]:
-    """One line per R of a stored evaluation: PSNR of zero filling, P=1 and the largest P."""
+    """One line per R of the stored ``evaluation``: PSNR of zero filling, P=1 and the largest P,
+    and [E1/E8]dB (or the largest P's) against its ideal value for a calibrated posterior."""
     evaluation = (metrics or {}).get("evaluation") or {}
     lines = []
     for R, values in sorted((evaluation.get("R") or {}).items(), key=lambda item: float(item[0])):
@@ -498,6 +502,12 @@ def _card_summary(metrics: dict) -> list[str]:
         text += f"{psnr[largest]:.2f} dB (P={largest})"
         if "zero_filled_psnr" in values:
             text += f", zero-filled {values['zero_filled_psnr']:.2f} dB"
+        from napari_rcgan.stats import ideal_e1_over_ep_db
+
+        ratios = {int(P): value for P, value in (values.get("e1_over_ep_db") or {}).items() if int(P) > 1}
+        if ratios:
+            P = 8 if 8 in ratios else max(ratios)
+            text += f", [E1/E{P}]dB {ratios[P]:.2f} (ideal {ideal_e1_over_ep_db(P):.2f})"
         lines.append(text)
     return lines
 

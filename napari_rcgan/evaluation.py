@@ -342,7 +342,7 @@ def _print_table(metrics: dict) -> None:
                                  if name in values)
             print(f"  P={P:>3}: PSNR {values['psnr'][P]:.2f} dB  SSIM {values['ssim'][P]:.4f}  "
                   f"[E1/EP]dB {values['e1_over_ep_db'][P]:.2f} "
-                  f"(ideal {10 * math.log10(2 * int(P) / (int(P) + 1)):.2f}){perceptual}")
+                  f"(ideal {stats.ideal_e1_over_ep_db(int(P)):.2f}){perceptual}")
 
 
 def options_from_args(args: argparse.Namespace, task: str) -> EvaluationOptions:

@@ -6,6 +6,8 @@ All images are real magnitude arrays ``(H, W)`` (or ``(H, W, 3)`` for colour), e
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from scipy.stats import spearmanr
@@ -122,6 +124,12 @@ def ssim(estimate: np.ndarray, reference: np.ndarray) -> float:
 def apsd(stack: SampleStack, P: int | None = None) -> float:
     """Average pixel-wise SD ``(1/(NP) Σ_i ||x̂_(P) − x̂_i||²)^½`` (paper, Table 1)."""
     return float(np.sqrt(np.mean(stack.std(P).astype(np.float64) ** 2)))
+
+
+def ideal_e1_over_ep_db(P: int) -> float:
+    """``[E1/E_P]dB`` of samples from the true posterior: ``10·log10(2P/(P+1))`` (Prop. 3.3),
+    e.g. 2.50 dB for P = 8."""
+    return 10.0 * math.log10(2.0 * P / (P + 1))
 
 
 def error_energy(samples: torch.Tensor, target: torch.Tensor, P: int) -> torch.Tensor:

@@ -91,3 +91,9 @@ def test_spearman_ceiling_is_what_exactly_calibrated_errors_reach():
     assert stats.spearman_ceiling(np.exp(0.1 * rng.standard_normal(4000))) < 0.15
     assert stats.spearman_ceiling(np.exp(1.5 * rng.standard_normal(4000))) > 0.7
     assert stats.spearman_ceiling(np.full(100, 0.3)) == 0.0
+
+
+@pytest.mark.parametrize(("P", "ratio"), [(1, 1.0), (2, 4 / 3), (8, 16 / 9), (32, 64 / 33)])
+def test_ideal_e1_over_ep_is_prop_3_3(P, ratio):
+    assert stats.ideal_e1_over_ep_db(P) == pytest.approx(10 * np.log10(ratio))
+    assert round(stats.ideal_e1_over_ep_db(8), 2) == 2.50

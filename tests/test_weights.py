@@ -1,6 +1,7 @@
 """Weights format: safetensors + JSON metadata, loading, mismatch and corruption errors."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -68,6 +69,8 @@ def test_info_summary_of_the_bundled_weights_is_short(capsys):
     lines = out.splitlines()
     assert len(lines) <= 16 and max(len(line) for line in lines) <= 170, out
     assert "measured at R=4" in out and "PSNR" in out
+    assert re.search(r"measured at R=4: .*\[E1/E8\]dB -?\d+\.\d\d \(ideal 2\.50\)", out), out
+    assert "model card entries evaluation, evaluation_heldout_anatomy, evaluation_real_mr" in out
     assert "[2, " in out and "8]: " in out and "8): " not in out  # the last R bin is closed
     assert main(["info", "mri", "--json"]) == 0
     full = json.loads(capsys.readouterr().out)

@@ -53,7 +53,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from napari_rcgan.stats import error_energy
+from napari_rcgan.stats import error_energy, ideal_e1_over_ep_db
 
 SD_REWARDS = ("paper", "reference")
 """Kinds of SD reward: eq. (9) (``paper``) or the reference code's ``torch.std`` (``reference``)."""
@@ -516,8 +516,7 @@ def update_beta_sd(
     if not (e1 > 0 and e_pval > 0):
         raise ValueError(f"e1 and e_pval must be positive, got e1={e1}, e_pval={e_pval}")
     ratio_db = 10.0 * math.log10(e1 / e_pval)
-    target_db = 10.0 * math.log10(2.0 * p_val / (p_val + 1))
-    return beta_sd - mu_sd * (ratio_db - target_db) * beta_sd_n
+    return beta_sd - mu_sd * (ratio_db - ideal_e1_over_ep_db(p_val)) * beta_sd_n
 
 
 @torch.no_grad()

@@ -47,6 +47,7 @@ from napari_rcgan import metrics as paper_metrics
 from napari_rcgan.metrics import feature_weights
 from napari_rcgan.models import CoModCritic, Critic
 from napari_rcgan.physics import transforms
+from napari_rcgan.stats import ideal_e1_over_ep_db
 from napari_rcgan.weights import NOISE_CHANNELS, WeightsMetadata, build_generator
 from training import comodgan_losses, losses
 from training.config import ADV_SCHEDULE, Config, config_from_dict
@@ -463,7 +464,7 @@ class RcGANModule(L.LightningModule):
             "e1": e1,
             f"e{p_val}": ep,
             "e1_over_ep_db": ratio_db,
-            "target_ratio_db": 10 * math.log10(2 * p_val / (p_val + 1)),
+            "target_ratio_db": ideal_e1_over_ep_db(p_val),
             "psnr_1": float(sums[3]) / count,
             f"psnr_{p_val}": float(sums[4]) / count,
             f"ssim_{p_val}": float(sums[5]) / count,

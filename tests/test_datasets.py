@@ -270,7 +270,7 @@ def test_demo_faces(tmp_path):
     assert len(list_images(tmp_path / "demo" / "val")) == 5
 
 
-def test_randomized_brain_examples_split_bins_and_determinism():
+def test_randomized_brain_examples_split_bins_and_determinism(monkeypatch):
     from training.datasets import RandomizedBrainDataset
     from training.losses import r_bins
     from training.simulate import ORIENTATIONS, split_positions
@@ -292,6 +292,14 @@ def test_randomized_brain_examples_split_bins_and_determinism():
         assert item["input"].shape == item["target"].shape == (16, 32, 32)
         assert torch.isfinite(item["input"]).all()
     torch.testing.assert_close(val_set[1]["input"], items[1]["input"])  # fixed per index
+    # ... and simulated once: a fresh set makes the same example, a second read makes none.
+    again = RandomizedBrainDataset(
+        split="val", image_size=32, acquisition_size=48, length=4, train=False, r_bins=bins
+    )
+    torch.testing.assert_close(again[1]["target"], items[1]["target"])
+    simulated = []
+    monkeypatch.setattr(again, "measurement", lambda index: simulated.append(index))
+    assert again[1] is again[1] and simulated == []
     train_set = RandomizedBrainDataset(image_size=32, acquisition_size=48, length=2, train=True)
     assert not torch.equal(train_set[0]["target"], train_set[0]["target"])  # fresh each time
     description = train_set.describe()

@@ -199,3 +199,9 @@ def test_command_line_overrides(tmp_path):
     assert load_config(path, overrides=["train.e1_estimate=all"]).train.e1_estimate == "all"
     with pytest.raises(ConfigError, match="train.e1_estimate.*first"):
         load_config(path, overrides=["train.e1_estimate=mean"])
+    assert load_config(path).train.generator_ema_half_life is None  # the paper: no average
+    averaged = load_config(path, overrides=["train.generator_ema_half_life=200"])
+    assert averaged.train.generator_ema_half_life == 200
+    for bad in ("0", "2.5", "true"):  # a bad value of an optional option names the option (not a TypeError)
+        with pytest.raises(ConfigError, match="generator_ema_half_life must be (a whole number|an integer)"):
+            load_config(path, overrides=[f"train.generator_ema_half_life={bad}"])

@@ -441,3 +441,42 @@ def test_cfid_selection_needs_validation_cfid_and_feature_weights(mri_root, tmp_
     assert train_main(["--config", str(config), "--out", str(tmp_path / "b"), "--no-progress-bar"]) == 2
     assert "vgg16.safetensors: feature weights not found; run `napari-rcgan features prepare`" in (
         capsys.readouterr().err)
+
+
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before")
+def test_generator_weight_average_is_validated_resumed_and_exported(mri_root, tmp_path):
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root)
+    out = tmp_path / "run"
+    _train(config, out, "--max-steps", "2")  # a run without a weight average ...
+    trainer = _train(config, out, "--max-steps", "4", "--resume",  # ... resumed with one
+                     "--set", "train.generator_ema_half_life=3")
+    module = trainer.lightning_module
+    assert module.evaluated_generator is module.generator_ema
+    checkpoint = torch.load(out / "last.ckpt", weights_only=True)
+    weights = checkpoint["state_dict"]
+    name = next(key for key in weights if key.startswith("generator.") and weights[key].ndim == 4)
+    averaged, trained = weights["generator_ema." + name[len("generator."):]], weights[name]
+    assert not torch.equal(averaged, trained)
+
+    # One step moves the average (1 - 0.5^(1/3)) of the way to the trained weights.
+    before = [parameter.clone() for parameter in module.generator_ema.parameters()]
+    with torch.no_grad():
+        for parameter in module.generator.parameters():
+            parameter.add_(1.0)
+    module.update_generator_ema()
+    step = 1 - 0.5 ** (1 / 3)
+    for old, new, current in zip(before, module.generator_ema.parameters(), module.generator.parameters()):
+        torch.testing.assert_close(new, old + step * (current - old))
+
+    # The export holds the average, and says so.
+    exported = export_checkpoint(out / "last.ckpt", tmp_path / "averaged.safetensors")
+    from safetensors.torch import load_file
+
+    torch.testing.assert_close(load_file(exported)[name[len("generator."):]], averaged)
+    assert read_metadata(exported).training["generator"] == "weight average, half-life 3 iterations"
+
+    # Resumed without the average, the run trains on (the average is dropped, not an error).
+    trainer = _train(config, out, "--max-steps", "5", "--resume")
+    assert not hasattr(trainer.lightning_module, "generator_ema")
+    assert not any(key.startswith("generator_ema.")
+                   for key in torch.load(out / "last.ckpt", weights_only=True)["state_dict"])

@@ -4,7 +4,8 @@ Usage::
 
     python -m training.export CKPT OUT.safetensors [--notes TEXT]
 
-Writes the generator tensors (no critic, no optimizer state) and a
+Writes the generator tensors (the weight average when the run kept one,
+``train.generator_ema_half_life``; no critic, no optimizer state) and a
 :class:`napari_rcgan.weights.WeightsMetadata` block with the full config, the β_SD at the end of
 training and its per-epoch history, the dataset description and the latest validation metrics,
 so that ``PosteriorSampler(OUT)`` and ``napari-rcgan info OUT`` can use and describe it. The
@@ -29,6 +30,8 @@ from training.config import ConfigError, config_from_dict
 from training.module import weights_metadata
 
 GENERATOR_PREFIX = "generator."
+AVERAGED_GENERATOR_PREFIX = "generator_ema."
+"""The weight average of ``train.generator_ema_half_life``: exported instead when present."""
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -67,10 +70,12 @@ def export_checkpoint(
         config = config_from_dict(checkpoint["hyper_parameters"]["config"], str(checkpoint_path))
     except ConfigError as error:
         raise WeightsError(f"{checkpoint_path}: its config is not valid ({error})") from error
+    averaged = any(key.startswith(AVERAGED_GENERATOR_PREFIX) for key in checkpoint["state_dict"])
+    prefix = AVERAGED_GENERATOR_PREFIX if averaged else GENERATOR_PREFIX
     state = {
-        key[len(GENERATOR_PREFIX):]: value
+        key[len(prefix):]: value
         for key, value in checkpoint["state_dict"].items()
-        if key.startswith(GENERATOR_PREFIX)
+        if key.startswith(prefix)
     }
     if not state:
         raise WeightsError(f"{checkpoint_path}: no generator tensors in the checkpoint")
@@ -99,6 +104,8 @@ def export_checkpoint(
         "epoch": epoch,
         "global_step": int(checkpoint.get("global_step", 0)),
         "checkpoint": checkpoint_path.name,
+        "generator": f"weight average, half-life {config.train.generator_ema_half_life} iterations"
+        if averaged else "trained weights",
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "hardware": rcgan.get("hardware", "not recorded"),
         "train_seconds": rcgan.get("train_seconds"),

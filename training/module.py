@@ -33,6 +33,7 @@ the latest validation metrics and the dataset description are stored in every ch
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import time
@@ -119,6 +120,8 @@ class RcGANModule(L.LightningModule):
         cfg = self.config
         self.metadata = weights_metadata(cfg)
         self.generator = build_generator(self.metadata)
+        if cfg.train.generator_ema_half_life is not None:
+            self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
         self.critic = build_critic(cfg, self.metadata)
         if cfg.method == "comodgan" and cfg.train.pl_weight > 0:
             self.register_buffer("path_length_mean", torch.zeros(()))
@@ -141,16 +144,36 @@ class RcGANModule(L.LightningModule):
 
     # -- generation ---------------------------------------------------------------------------
 
-    def generate(self, batch: dict[str, Tensor], count: int) -> Tensor:
-        """``count`` data-consistent samples per example: ``(B, count, C_out, H, W)``."""
+    @property
+    def evaluated_generator(self) -> torch.nn.Module:
+        """The generator that is validated and exported: the weight average when
+        ``train.generator_ema_half_life`` is set, else the trained generator."""
+        return getattr(self, "generator_ema", self.generator)
+
+    @torch.no_grad()
+    def update_generator_ema(self) -> None:
+        """One step of the weight average: ``ema ← d·ema + (1 − d)·weights``, ``d = 0.5^(1/h)``
+        for the half-life ``h`` in iterations (buffers are copied)."""
+        decay = 0.5 ** (1.0 / self.config.train.generator_ema_half_life)
+        for averaged, current in zip(self.generator_ema.parameters(), self.generator.parameters()):
+            averaged.lerp_(current.detach(), 1.0 - decay)
+        for averaged, current in zip(self.generator_ema.buffers(), self.generator.buffers()):
+            averaged.copy_(current)
+
+    def generate(
+        self, batch: dict[str, Tensor], count: int, generator: torch.nn.Module | None = None
+    ) -> Tensor:
+        """``count`` data-consistent samples per example: ``(B, count, C_out, H, W)``, from
+        ``generator`` (default: the trained one)."""
+        generator = self.generator if generator is None else generator
         conditioning = batch["input"]
         size, height, width = conditioning.shape[0], *conditioning.shape[-2:]
         repeated = conditioning.repeat_interleave(count, dim=0)
         code = torch.randn(
-            size * count, *self.generator.code_shape(height, width),
+            size * count, *generator.code_shape(height, width),
             device=conditioning.device, dtype=conditioning.dtype,
         )
-        output = self.generator.sample(repeated, code)
+        output = generator.sample(repeated, code)
         output = output.float().reshape(size, count, *output.shape[1:])
         return self.consistent(output, batch)
 
@@ -357,6 +380,8 @@ class RcGANModule(L.LightningModule):
         self.manual_backward(generator_loss)
         generator_opt.step()
         self.untoggle_optimizer(generator_opt)
+        if hasattr(self, "generator_ema"):
+            self.update_generator_ema()
         self.batches_this_run += 1
 
         size = batch["target"].shape[0]
@@ -401,7 +426,7 @@ class RcGANModule(L.LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         p_val = self.config.train.p_val
-        samples = self.generate(batch, p_val)
+        samples = self.generate(batch, p_val, self.evaluated_generator)
         target = batch["target"].float()
         size = target.shape[0]
         e1_each, ep_each = (energy.double() for energy in
@@ -572,6 +597,15 @@ class RcGANModule(L.LightningModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        weights = checkpoint.get("state_dict", {})
+        averaged = [key for key in weights if key.startswith("generator_ema.")]
+        if hasattr(self, "generator_ema") and not averaged:
+            # Resuming a run without a weight average: the average starts from the generator.
+            weights.update({"generator_ema." + key[len("generator."):]: value.clone()
+                            for key, value in list(weights.items()) if key.startswith("generator.")})
+        elif not hasattr(self, "generator_ema"):
+            for key in averaged:
+                del weights[key]
         state = checkpoint.get("rcgan", {})
         self.beta_sd = float(state.get("beta_sd", self.beta_sd))
         self.beta_sd_history = list(state.get("beta_sd_history", []))

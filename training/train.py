@@ -311,6 +311,8 @@ def run(argv: Sequence[str] | None = None) -> L.Trainer:
     module = RcGANModule(config, dataset=description)
     if args.init_generator is not None and not args.resume:
         module.generator.load_state_dict(load_weights(args.init_generator).state_dict)
+        if hasattr(module, "generator_ema"):
+            module.generator_ema.load_state_dict(module.generator.state_dict())
     trainer = build_trainer(config, out, args)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)

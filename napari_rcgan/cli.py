@@ -491,6 +491,8 @@ def _info(spec: str, as_json: bool = False) -> str:
 def _card_summary(metrics: dict) -> list[str]:
     """One line per R of the stored ``evaluation``: PSNR of zero filling, P=1 and the largest P,
     and [E1/E8]dB (or the largest P's) against its ideal value for a calibrated posterior."""
+    from napari_rcgan.stats import ideal_e1_over_ep_db
+
     evaluation = (metrics or {}).get("evaluation") or {}
     lines = []
     for R, values in sorted((evaluation.get("R") or {}).items(), key=lambda item: float(item[0])):
@@ -502,8 +504,6 @@ def _card_summary(metrics: dict) -> list[str]:
         text += f"{psnr[largest]:.2f} dB (P={largest})"
         if "zero_filled_psnr" in values:
             text += f", zero-filled {values['zero_filled_psnr']:.2f} dB"
-        from napari_rcgan.stats import ideal_e1_over_ep_db
-
         ratios = {int(P): value for P, value in (values.get("e1_over_ep_db") or {}).items() if int(P) > 1}
         if ratios:
             P = 8 if 8 in ratios else max(ratios)

@@ -27,11 +27,7 @@ import torch
 from napari_rcgan.errors import RcganError, WeightsError
 from napari_rcgan.weights import Weights, portable_name, save_weights
 from training.config import ConfigError, config_from_dict
-from training.module import weights_metadata
-
-GENERATOR_PREFIX = "generator."
-AVERAGED_GENERATOR_PREFIX = "generator_ema."
-"""The weight average of ``train.generator_ema_half_life``: exported instead when present."""
+from training.module import AVERAGED_GENERATOR_PREFIX, GENERATOR_PREFIX, weights_metadata
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -53,6 +53,11 @@ from napari_rcgan.weights import NOISE_CHANNELS, WeightsMetadata, build_generato
 from training import comodgan_losses, losses
 from training.config import ADV_SCHEDULE, Config, config_from_dict
 
+GENERATOR_PREFIX = "generator."
+"""State-dict prefix of the trained generator in a checkpoint."""
+AVERAGED_GENERATOR_PREFIX = "generator_ema."
+"""The weight average of ``train.generator_ema_half_life``: exported instead when present."""
+
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the message says where and what to try."""
@@ -598,11 +603,13 @@ class RcGANModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         weights = checkpoint.get("state_dict", {})
-        averaged = [key for key in weights if key.startswith("generator_ema.")]
+        averaged = [key for key in weights if key.startswith(AVERAGED_GENERATOR_PREFIX)]
         if hasattr(self, "generator_ema") and not averaged:
             # Resuming a run without a weight average: the average starts from the generator.
-            weights.update({"generator_ema." + key[len("generator."):]: value.clone()
-                            for key, value in list(weights.items()) if key.startswith("generator.")})
+            weights.update({
+                AVERAGED_GENERATOR_PREFIX + key[len(GENERATOR_PREFIX):]: value.clone()
+                for key, value in list(weights.items()) if key.startswith(GENERATOR_PREFIX)
+            })
         elif not hasattr(self, "generator_ema"):
             for key in averaged:
                 del weights[key]

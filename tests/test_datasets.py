@@ -357,3 +357,28 @@ def test_coil_compression_and_beta_sd_bins_reach_the_datasets_and_the_weights():
                           "data": {"kind": "simulated", "image_size": 128, "blur_probability": 1.5}})
     with pytest.raises(ConfigError, match="data.coil_compression"):
         config_from_dict({"task": "mri", "data": {"coil_compression": "sometimes"}})
+
+
+def test_validation_examples_can_be_simulated_like_the_evaluation_files():
+    from training import make_sample_data, simulate
+    from training.datasets import RandomizedBrainDataset, build_datasets
+
+    config = _simulated_config(val_simulation="evaluation")
+    train, val = build_datasets(config)
+    assert (train.simulation, val.simulation) == ("randomised", "evaluation")
+    assert val.describe()["simulation"] == "evaluation"
+    example = val[0]
+    assert example["target"].shape == (16, 32, 32) and torch.isfinite(example["target"]).all()
+    # Not the randomised simulation of the same example.
+    config.data.val_simulation = "randomised"
+    randomised = build_datasets(config)[1][0]
+    assert not torch.allclose(example["target"], randomised["target"])
+    # The geometry of the shipped evaluation and sample files, for 128x128 weights.
+    kspace = simulate.evaluation_like_kspace("colin27", "axial", 90, 128, np.random.default_rng(0))
+    assert kspace.shape[1:] == make_sample_data.KSPACE_SHAPE
+    assert simulate.MIN_COILS <= kspace.shape[0] <= 20
+    with pytest.raises(ConfigError, match="data.val_simulation"):
+        config_from_dict({"task": "mri",
+                          "data": {"kind": "simulated", "image_size": 128, "val_simulation": "scanner"}})
+    with pytest.raises(DatasetError, match="unknown validation simulation 'scanner'"):
+        RandomizedBrainDataset(image_size=32, acquisition_size=48, train=False, simulation="scanner")

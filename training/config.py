@@ -108,6 +108,11 @@ class DataConfig:
         val_contrasts: MRI ``simulated``: contrasts of the validation examples that tune β_SD,
             ``randomised`` (like training: T1-, T2-, PD-like and arbitrary) or ``realistic``
             (T1-, T2- and PD-like only, like the scans users bring).
+        val_simulation: MRI ``simulated``: how the validation examples are simulated,
+            ``randomised`` (like training) or ``evaluation`` (like the evaluation and sample
+            files: upright T1/T2 template slices, birdcage coils, 2× readout oversampling;
+            :func:`training.simulate.evaluation_like_kspace`), so that β_SD is tuned on the
+            acquisitions the weights will be used on.
         blur_probability: MRI ``simulated``: fraction of the training and validation examples
             whose anatomy is blurred before the acquisition is simulated (lower native
             resolution; :func:`training.simulate.randomized_kspace`).
@@ -137,6 +142,7 @@ class DataConfig:
     acquisition_size: int = 256
     examples_per_epoch: int = 1000
     val_contrasts: str = "randomised"
+    val_simulation: str = "randomised"
     blur_probability: float = 0.0
 
     def folder(self, split: str) -> Path | None:
@@ -648,9 +654,10 @@ def _validate_mri(config: Config, fail) -> None:
             fail("data.examples_per_epoch", f"must be at least 1, got {data.examples_per_epoch}")
         if not 0.0 <= data.blur_probability <= 1.0:
             fail("data.blur_probability", f"must be between 0 and 1, got {data.blur_probability}")
-        from training.simulate import CONTRAST_SETS  # the simulator's imports are heavy
+        from training.simulate import CONTRAST_SETS, VALIDATION_SIMULATIONS  # heavy imports
 
         _require_one_of(fail, "data.val_contrasts", data.val_contrasts, CONTRAST_SETS)
+        _require_one_of(fail, "data.val_simulation", data.val_simulation, VALIDATION_SIMULATIONS)
     mask = data.mask
     kinds = mask.kinds
     if not kinds:

@@ -345,6 +345,10 @@ class RandomizedBrainDataset(Dataset):
         contrasts: ``randomised`` or ``realistic`` (:func:`training.simulate.random_contrast`).
         blur_probability: fraction of examples with blurred anatomy
             (:func:`training.simulate.randomized_kspace`).
+        simulation: validation examples only: ``randomised`` (like training) or ``evaluation``
+            (like the evaluation and sample files, :func:`training.simulate.evaluation_like_kspace`;
+            ``contrasts`` and ``blur_probability`` do not apply). Training examples are always
+            randomised.
     """
 
     def __init__(
@@ -364,8 +368,15 @@ class RandomizedBrainDataset(Dataset):
         r_bins: Sequence[tuple[float, float]] | None = None,
         contrasts: str = "randomised",
         blur_probability: float = 0.0,
+        simulation: str = "randomised",
     ) -> None:
         from training import simulate
+
+        if simulation not in simulate.VALIDATION_SIMULATIONS:
+            raise DatasetError(
+                f"unknown validation simulation {simulation!r}: expected one of "
+                f"{', '.join(simulate.VALIDATION_SIMULATIONS)}"
+            )
 
         self.anatomy = tuple(anatomy)
         self.split = split
@@ -380,6 +391,7 @@ class RandomizedBrainDataset(Dataset):
         self.coil_compression = coil_compression
         self.contrasts = contrasts
         self.blur_probability = float(blur_probability)
+        self.simulation = "randomised" if train else simulation
         self.train = train
         self.seed = int(seed)
         self._fixed_examples: dict[int, dict[str, torch.Tensor]] = {}
@@ -414,6 +426,7 @@ class RandomizedBrainDataset(Dataset):
             r_bins=r_bins(*data.mask.r_range, config.train.beta_sd_bins),
             contrasts="randomised" if train else data.val_contrasts,
             blur_probability=data.blur_probability,
+            simulation=data.val_simulation,
         )
 
     def __len__(self) -> int:
@@ -433,12 +446,15 @@ class RandomizedBrainDataset(Dataset):
         orientation = simulate.ORIENTATIONS[int(rng.integers(len(simulate.ORIENTATIONS)))]
         positions = self.positions[(source, orientation)]
         position = positions[int(rng.integers(len(positions)))]
-        volume = simulate.cached_anatomy(source, "t1")  # read-only, shared: no copy per example
-        plane = simulate.anatomy_slice(volume, orientation, position)
-        kspace = simulate.randomized_kspace(
-            plane, self.acquisition_size, rng,
-            contrasts=self.contrasts, blur_probability=self.blur_probability,
-        )
+        if self.simulation == "evaluation":
+            kspace = simulate.evaluation_like_kspace(source, orientation, position, self.image_size[0], rng)
+        else:
+            volume = simulate.cached_anatomy(source, "t1")  # read-only, shared: no copy per example
+            plane = simulate.anatomy_slice(volume, orientation, position)
+            kspace = simulate.randomized_kspace(
+                plane, self.acquisition_size, rng,
+                contrasts=self.contrasts, blur_probability=self.blur_probability,
+            )
         name = f"simulated {source} {orientation} slice {position} ({self.split} example {index})"
         return preprocess_mri(
             kspace, self.image_size, self.coils, mask, name, self.fov, self.coil_compression
@@ -471,6 +487,7 @@ class RandomizedBrainDataset(Dataset):
             "R": list(self.r_range),
             "fov": self.fov,
             "coil_compression": self.coil_compression,
+            "simulation": self.simulation,
             "randomisation": (
                 "random piecewise-linear contrasts ("
                 + ("T1/T2/PD-like" if self.contrasts == "realistic" else "T1/T2/PD-like and arbitrary")

@@ -674,6 +674,35 @@ def heldout_kspace(
     return simulate_kspace(plane, coils, kspace_shape, image_size, noise_level, rng=rng)
 
 
+VALIDATION_SIMULATIONS = ("randomised", "evaluation")
+"""How the validation examples of a simulated training run are made: ``randomised`` like the
+training examples (:func:`randomized_kspace`), or ``evaluation`` like the evaluation and sample
+files (:func:`evaluation_like_kspace`)."""
+
+
+def evaluation_like_kspace(
+    source: str, orientation: str, index: int, image_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Raw k-space of one slice simulated like the evaluation and sample files, for weights of
+    ``image_size``.
+
+    :func:`heldout_kspace` with a T1 or T2 template contrast (even odds), 8–20 birdcage coils
+    (uniform) and, for ``F = image_size + image_size // 16``, an ``F × F`` field of view on a
+    ``(2·image_size, F)`` matrix: 2× readout oversampling and a few more phase encodes than the
+    weights keep, like ``training.make_sample_data``'s files (``(256, 136)`` for 128).
+
+    Returns:
+        complex64 ``(coils, 2·image_size, F)``.
+    """
+    contrast = CONTRASTS[int(rng.integers(len(CONTRASTS)))]
+    coils = int(rng.integers(MIN_COILS, 21))
+    fov = image_size + image_size // 16
+    return heldout_kspace(
+        source, contrast, orientation, index, rng,
+        coils=coils, kspace_shape=(2 * image_size, fov), image_size=fov,
+    )
+
+
 def write_heldout_file(
     path: str | os.PathLike[str],
     source: str,

@@ -431,6 +431,33 @@ def test_validation_cfid_selects_best_checkpoint_that_exports(mri_root, tmp_path
     assert not (tmp_path / "strict-run" / "best.ckpt").exists()
 
 
+def test_calibration_selection_keeps_the_epoch_closest_to_the_ideal_ratio(mri_root, tmp_path, capsys):
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, train={"select": "calibration", "epochs": 3})
+    out = tmp_path / "run"
+    assert train_main(["--config", str(config), "--out", str(out), "--no-progress-bar"]) == 0
+    distances = _logged(out, "val/calibration_distance_db")
+    ratios, ideal = _logged(out, "val/e1_over_ep_db"), 10 * math.log10(16 / 9)
+    assert len(distances) == 3
+    assert distances == pytest.approx([abs(ratio - ideal) for ratio in ratios], abs=1e-4)  # no R bins
+    best = torch.load(out / "best.ckpt", weights_only=True)
+    assert best["rcgan"]["val_metrics"]["calibration_distance_db"] == pytest.approx(min(distances), abs=1e-4)
+    best_epoch = distances.index(min(distances))
+    assert best["epoch"] == best_epoch
+    assert f"best.ckpt is epoch {best_epoch} (calibration distance" in capsys.readouterr().err
+
+
+def test_calibration_distance_averages_the_r_bins():
+    from training.module import calibration_distance_db
+
+    ideal = 10 * math.log10(16 / 9)
+    binned = {"e1_over_ep_db": 2.5, "target_ratio_db": ideal,
+              "e1_over_ep_db_R2-4": ideal + 1.0, "e1_over_ep_db_R4-8": ideal - 0.5}
+    assert calibration_distance_db(binned) == pytest.approx(0.75)  # not |2.5 - ideal| overall
+    unbinned = {"e1_over_ep_db": ideal - 0.3, "target_ratio_db": ideal}
+    assert calibration_distance_db(unbinned) == pytest.approx(0.3)
+    assert math.isnan(calibration_distance_db({"e1_over_ep_db": math.nan, "target_ratio_db": ideal}))
+
+
 def test_cfid_selection_needs_validation_cfid_and_feature_weights(mri_root, tmp_path, monkeypatch,
                                                                     capsys):
     config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, train={"select": "cfid"})

@@ -31,7 +31,7 @@ from training.losses import ADV_REDUCTIONS, E1_ESTIMATES, R_BIN_EDGES, SD_REWARD
 TASKS = ("mri", "inpainting")
 METHODS = ("rcgan", "adler", "ohayon", "comodgan")
 ARCHITECTURES = ("unet", "comodgan")
-SELECTIONS = ("last", "cfid")
+SELECTIONS = ("last", "cfid", "calibration")
 MASK_KINDS = ("gro", "equispaced", "random")
 HOLE_KINDS = ("center", "random")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -255,9 +255,12 @@ class TrainConfig:
         val_cfid: also compute the validation CFID each validation epoch (one draw per
             example; VGG-16 embeddings for MRI, Inception for faces; needs the weights of
             ``napari-rcgan features prepare``).
-        select: ``last`` (export ``last.ckpt``) or ``cfid``: keep ``best.ckpt`` = the epoch with
+        select: ``last`` (export ``last.ckpt``), ``cfid``: keep ``best.ckpt`` = the epoch with
             the lowest validation CFID among those whose [E1/E_Pval]dB is within
-            ``select_tolerance_db`` of the ideal 10·log10(2P/(P+1)) (the reference's selection).
+            ``select_tolerance_db`` of the ideal 10·log10(2P/(P+1)) (the reference's selection),
+            or ``calibration``: keep ``best.ckpt`` = the epoch whose validation [E1/E_Pval]dB is
+            closest to that ideal, averaged over the R bins
+            (:func:`training.module.calibration_distance_db`).
         select_tolerance_db: that tolerance (0.25 dB in the reference).
     """
 

@@ -87,6 +87,21 @@ def weights_metadata(config: Config, **extra: Any) -> WeightsMetadata:
     )
 
 
+def calibration_distance_db(metrics: dict[str, float]) -> float:
+    """How far one validation epoch's samples are from calibrated, in dB.
+
+    The mean over the R bins of ``|[E1/E_Pval]dB − 10·log10(2·Pval/(Pval+1))|`` (each bin's own
+    examples, ``e1_over_ep_db_R<low>-<high>``), or that distance for all examples when the model
+    has no R bins; NaN when the ratio could not be measured.
+
+    Args:
+        metrics: a validation epoch's metrics, with ``e1_over_ep_db`` and ``target_ratio_db``.
+    """
+    ratios = [value for name, value in metrics.items() if name.startswith("e1_over_ep_db_R")]
+    ratios = ratios or [metrics["e1_over_ep_db"]]
+    return float(np.mean([abs(ratio - metrics["target_ratio_db"]) for ratio in ratios]))
+
+
 def build_critic(config: Config, metadata: WeightsMetadata) -> Critic | CoModCritic:
     """The critic of ``config``: the CoModGAN residual critic, or the reference critic on
     ``[image(s), condition]`` channels."""
@@ -532,12 +547,15 @@ class RcGANModule(L.LightningModule):
             )
         else:
             self.update_beta_sd(e1, ep)
+        metrics["calibration_distance_db"] = calibration_distance_db(metrics)
         metrics["beta_sd"] = self.beta_sd
         metrics["epoch"] = int(self.current_epoch) if attached else 0
         metrics["iteration"] = int(self.iteration) if attached else 0
         self.val_metrics = metrics
         if attached:
             self.log("val/beta_sd", self.beta_sd, batch_size=1, sync_dist=True)
+            self.log("val/calibration_distance_db", metrics["calibration_distance_db"],
+                     batch_size=1, sync_dist=True)
 
     def update_beta_sd(self, e1: float, ep: float, r_bin: int | None = None) -> float:
         """Eq. (23) once (rcgan with ``train.beta_sd_autotune``); records the history.

@@ -17,7 +17,8 @@ temporary file that is then renamed over it, so it is never half-written), optio
 ``epoch=NNN.ckpt`` snapshots, ``config.yaml``, TensorBoard logs (``tensorboard/``) and CSV
 metrics (``csv/``), and with ``train.select: cfid`` ``best.ckpt``: the epoch with the lowest
 validation CFID among those whose [E1/E_Pval]dB is within ``train.select_tolerance_db`` (0.25 dB)
-of ideal, as the reference code selects its weights. ``--resume`` continues from ``last.ckpt``
+of ideal, as the reference code selects its weights (``train.select: calibration``: the epoch
+whose [E1/E_Pval]dB is closest to ideal, averaged over the R bins). ``--resume`` continues from ``last.ckpt``
 (global step, epoch, optimizer states, β_SD and its history). Without ``--resume`` an ``--out``
 that already holds a run is refused.
 
@@ -103,28 +104,51 @@ class LastCheckpoint(Callback):
             self._save(trainer)
 
 
-class BestCFIDCheckpoint(Callback):
-    """Keeps ``DIR/best.ckpt``: lowest validation CFID among epochs within the [E1/E_Pval]dB
-    tolerance (``val_metrics["within_tolerance"]``); the best value survives ``--resume``."""
+class BestCheckpoint(Callback):
+    """Keeps ``DIR/best.ckpt``: the validated epoch that ``train.select`` prefers, ``cfid`` the
+    lowest validation CFID among epochs within the [E1/E_Pval]dB tolerance
+    (``val_metrics["within_tolerance"]``), ``calibration`` the smallest
+    ``val_metrics["calibration_distance_db"]``. The best value survives ``--resume``."""
 
-    def __init__(self, dirpath: Path) -> None:
+    def __init__(self, dirpath: Path, select: str, tolerance_db: float) -> None:
         self.dirpath = Path(dirpath)
-        self.best_cfid = math.inf
+        self.select = select
+        self.tolerance_db = tolerance_db
+        self.best_score = math.inf
         self.best_epoch: int | None = None
 
+    @property
+    def state_key(self) -> str:
+        return f"{type(self).__name__}[{self.select}]"
+
+    def score(self, metrics: dict[str, float]) -> float | None:
+        """The value to minimise, or None when this epoch does not qualify."""
+        if self.select == "cfid":
+            return metrics["cfid"] if "cfid" in metrics and metrics.get("within_tolerance") else None
+        distance = metrics.get("calibration_distance_db", math.nan)
+        return distance if math.isfinite(distance) else None
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: RcGANModule) -> None:
-        metrics = pl_module.val_metrics
-        if trainer.sanity_checking or "cfid" not in metrics or not metrics.get("within_tolerance"):
-            return
-        if metrics["cfid"] < self.best_cfid:
-            self.best_cfid, self.best_epoch = float(metrics["cfid"]), int(metrics["epoch"])
+        score = None if trainer.sanity_checking else self.score(pl_module.val_metrics)
+        if score is not None and score < self.best_score:
+            self.best_score, self.best_epoch = float(score), int(pl_module.val_metrics["epoch"])
             trainer.save_checkpoint(self.dirpath / BEST)
 
+    def describe(self) -> str:
+        """One line for the end of the run."""
+        if self.best_epoch is None:
+            reason = (f"had [E1/E_Pval]dB within {self.tolerance_db} dB of ideal" if self.select == "cfid"
+                      else "had a measurable [E1/E_Pval]dB")
+            return f"no epoch {reason}; {BEST} was not written"
+        value = "validation CFID" if self.select == "cfid" else "calibration distance"
+        unit = "" if self.select == "cfid" else " dB"
+        return f"{BEST} is epoch {self.best_epoch} ({value} {self.best_score:.4g}{unit})"
+
     def state_dict(self) -> dict[str, Any]:
-        return {"best_cfid": self.best_cfid, "best_epoch": self.best_epoch}
+        return {"best_score": self.best_score, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best_cfid = float(state_dict.get("best_cfid", math.inf))
+        self.best_score = float(state_dict.get("best_score", math.inf))
         self.best_epoch = state_dict.get("best_epoch")
 
 
@@ -262,8 +286,8 @@ def build_trainer(config: Config, out: Path, args: argparse.Namespace) -> L.Trai
     callbacks: list[Callback] = [
         LastCheckpoint(out, train.checkpoint_every_n_steps, steps),
     ]
-    if train.select == "cfid":
-        callbacks.append(BestCFIDCheckpoint(out))
+    if train.select != "last":
+        callbacks.append(BestCheckpoint(out, train.select, train.select_tolerance_db))
     if train.keep_epoch_checkpoints:
         callbacks.append(ModelCheckpoint(
             dirpath=out, filename="epoch={epoch:03d}", save_top_k=-1, every_n_epochs=1,
@@ -345,13 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "OUT.safetensors",
             file=sys.stderr,
         )
-        best = next((c for c in trainer.callbacks if isinstance(c, BestCFIDCheckpoint)), None)
-        if best is not None and best.best_epoch is not None:
-            print(f"training: {trainer.default_root_dir}/{BEST} is epoch {best.best_epoch} "
-                  f"(validation CFID {best.best_cfid:.4g})", file=sys.stderr)
-        elif best is not None:
-            print(f"training: no epoch had [E1/E_Pval]dB within {module.config.train.select_tolerance_db}"
-                  f" dB of ideal; {BEST} was not written", file=sys.stderr)
+        best = next((c for c in trainer.callbacks if isinstance(c, BestCheckpoint)), None)
+        if best is not None:
+            print(f"training: {best.describe()}", file=sys.stderr)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -443,7 +444,14 @@ def test_calibration_selection_keeps_the_epoch_closest_to_the_ideal_ratio(mri_ro
     assert best["rcgan"]["val_metrics"]["calibration_distance_db"] == pytest.approx(min(distances), abs=1e-4)
     best_epoch = distances.index(min(distances))
     assert best["epoch"] == best_epoch
-    assert f"best.ckpt is epoch {best_epoch} (calibration distance" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"best.ckpt is epoch {best_epoch} (calibration distance" in err
+    # Without a progress bar every validation epoch reports one line with the same numbers.
+    reports = [line for line in err.splitlines() if line.startswith("training: validation at epoch")]
+    assert len(reports) == 3
+    reported = re.search(r"\[E1/E8\]dB (\S+) \(ideal 2\.50; calibration distance (\S+) dB\)", reports[-1])
+    assert [float(value) for value in reported.groups()] == pytest.approx(
+        [ratios[-1], distances[-1]], abs=0.006)
 
 
 def test_calibration_distance_averages_the_r_bins():

@@ -104,6 +104,24 @@ class LastCheckpoint(Callback):
             self._save(trainer)
 
 
+class ValidationReport(Callback):
+    """One line on stderr per validation epoch (for runs without a progress bar, e.g. in the
+    background): the calibration ratio against its ideal, the P_val-average PSNR and β_SD."""
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: RcGANModule) -> None:
+        metrics = pl_module.val_metrics
+        if trainer.sanity_checking or not trainer.is_global_zero or "e1_over_ep_db" not in metrics:
+            return
+        p_val = pl_module.config.train.p_val
+        print(
+            f"training: validation at epoch {metrics['epoch']}, iteration {metrics['iteration']}: "
+            f"[E1/E{p_val}]dB {metrics['e1_over_ep_db']:.2f} (ideal {metrics['target_ratio_db']:.2f}; "
+            f"calibration distance {metrics['calibration_distance_db']:.2f} dB), "
+            f"PSNR P={p_val} {metrics[f'psnr_{p_val}']:.2f} dB, beta_SD {metrics['beta_sd']:.4g}",
+            file=sys.stderr, flush=True,
+        )
+
+
 class BestCheckpoint(Callback):
     """Keeps ``DIR/best.ckpt``: the validated epoch that ``train.select`` prefers, ``cfid`` the
     lowest validation CFID among epochs within the [E1/E_Pval]dB tolerance
@@ -293,7 +311,9 @@ def build_trainer(config: Config, out: Path, args: argparse.Namespace) -> L.Trai
             dirpath=out, filename="epoch={epoch:03d}", save_top_k=-1, every_n_epochs=1,
             save_on_train_epoch_end=True, auto_insert_metric_name=False,
         ))
-    if not args.no_progress_bar:
+    if args.no_progress_bar:
+        callbacks.append(ValidationReport())
+    else:
         callbacks.append(TQDMProgressBar())
     loggers = [
         TensorBoardLogger(out, name="tensorboard"),

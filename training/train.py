@@ -113,11 +113,16 @@ class ValidationReport(Callback):
         if trainer.sanity_checking or not trainer.is_global_zero or "e1_over_ep_db" not in metrics:
             return
         p_val = pl_module.config.train.p_val
+        if pl_module.r_bins:
+            table = pl_module.beta_sd_table
+            beta = f"beta_SD {min(table):.3g} to {max(table):.3g} over {len(table)} R bins"
+        else:
+            beta = f"beta_SD {metrics['beta_sd']:.4g}"
         print(
             f"training: validation at epoch {metrics['epoch']}, iteration {metrics['iteration']}: "
             f"[E1/E{p_val}]dB {metrics['e1_over_ep_db']:.2f} (ideal {metrics['target_ratio_db']:.2f}; "
             f"calibration distance {metrics['calibration_distance_db']:.2f} dB), "
-            f"PSNR P={p_val} {metrics[f'psnr_{p_val}']:.2f} dB, beta_SD {metrics['beta_sd']:.4g}",
+            f"PSNR P={p_val} {metrics[f'psnr_{p_val}']:.2f} dB, {beta}",
             file=sys.stderr, flush=True,
         )
 

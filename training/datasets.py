@@ -482,7 +482,7 @@ class RandomizedBrainDataset(Dataset):
             "acquisition_size": [self.acquisition_size] * 2,
             "image_size": list(self.image_size),
             "virtual_coils": self.coils,
-            "simulated_coils": [8, 20],
+            "simulated_coils": list(simulate.SIMULATED_COILS),
             "masks": list(self.mask_kinds),
             "R": list(self.r_range),
             "fov": self.fov,

@@ -52,6 +52,9 @@ ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
 SOURCES = ("colin27", "mni152")
 CONTRASTS = ("t1", "t2")
 MIN_COILS = 8
+SIMULATED_COILS = (MIN_COILS, 20)
+"""Inclusive range of the receive-array sizes drawn by the randomised and evaluation-like
+simulations (:func:`random_coil_maps`, :func:`evaluation_like_kspace`)."""
 COMPACT_COILS = 8
 DEFAULT_NOISE_LEVEL = 0.005
 """Per-coil noise standard deviation, as a fraction of the largest image magnitude."""
@@ -577,7 +580,9 @@ def place_randomly(
     return np.clip(placed, 0.0, None).astype(np.float32)
 
 
-def random_coil_maps(side: int, rng: np.random.Generator, coils: tuple[int, int] = (8, 20)) -> np.ndarray:
+def random_coil_maps(
+    side: int, rng: np.random.Generator, coils: tuple[int, int] = SIMULATED_COILS
+) -> np.ndarray:
     """Sensitivities of a random receive array on a ``side × side`` field of view.
 
     ``N`` coils (uniform in ``coils``) sit around the centre at angles evenly spread over a
@@ -695,7 +700,7 @@ def evaluation_like_kspace(
         complex64 ``(coils, 2·image_size, F)``.
     """
     contrast = CONTRASTS[int(rng.integers(len(CONTRASTS)))]
-    coils = int(rng.integers(MIN_COILS, 21))
+    coils = int(rng.integers(SIMULATED_COILS[0], SIMULATED_COILS[1] + 1))
     fov = image_size + image_size // 16
     return heldout_kspace(
         source, contrast, orientation, index, rng,

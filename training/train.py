@@ -18,8 +18,8 @@ temporary file that is then renamed over it, so it is never half-written), optio
 metrics (``csv/``), and with ``train.select: cfid`` ``best.ckpt``: the epoch with the lowest
 validation CFID among those whose [E1/E_Pval]dB is within ``train.select_tolerance_db`` (0.25 dB)
 of ideal, as the reference code selects its weights (``train.select: calibration``: the epoch
-whose [E1/E_Pval]dB is closest to ideal, averaged over the R bins). ``--resume`` continues from ``last.ckpt``
-(global step, epoch, optimizer states, β_SD and its history). Without ``--resume`` an ``--out``
+whose [E1/E_Pval]dB is closest to ideal, averaged over the R bins). ``--resume`` continues from
+``last.ckpt`` (global step, epoch, optimizer states, β_SD and its history). Without ``--resume`` an ``--out``
 that already holds a run is refused.
 
 Exit status: 0 done, 1 training diverged (NaN/Inf loss), 2 bad configuration or data.
@@ -128,28 +128,21 @@ class ValidationReport(Callback):
 
 
 class BestCheckpoint(Callback):
-    """Keeps ``DIR/best.ckpt``: the validated epoch that ``train.select`` prefers, ``cfid`` the
-    lowest validation CFID among epochs within the [E1/E_Pval]dB tolerance
-    (``val_metrics["within_tolerance"]``), ``calibration`` the smallest
-    ``val_metrics["calibration_distance_db"]``. The best value survives ``--resume``."""
+    """Keeps ``DIR/best.ckpt``: the validated epoch with the lowest :meth:`score`; the best
+    value survives ``--resume``. Subclasses say what is scored."""
 
-    def __init__(self, dirpath: Path, select: str, tolerance_db: float) -> None:
+    measure = "score"
+    unit = ""
+    no_epoch = "qualified"
+
+    def __init__(self, dirpath: Path) -> None:
         self.dirpath = Path(dirpath)
-        self.select = select
-        self.tolerance_db = tolerance_db
         self.best_score = math.inf
         self.best_epoch: int | None = None
 
-    @property
-    def state_key(self) -> str:
-        return f"{type(self).__name__}[{self.select}]"
-
     def score(self, metrics: dict[str, float]) -> float | None:
         """The value to minimise, or None when this epoch does not qualify."""
-        if self.select == "cfid":
-            return metrics["cfid"] if "cfid" in metrics and metrics.get("within_tolerance") else None
-        distance = metrics.get("calibration_distance_db", math.nan)
-        return distance if math.isfinite(distance) else None
+        raise NotImplementedError
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: RcGANModule) -> None:
         score = None if trainer.sanity_checking else self.score(pl_module.val_metrics)
@@ -160,19 +153,43 @@ class BestCheckpoint(Callback):
     def describe(self) -> str:
         """One line for the end of the run."""
         if self.best_epoch is None:
-            reason = (f"had [E1/E_Pval]dB within {self.tolerance_db} dB of ideal" if self.select == "cfid"
-                      else "had a measurable [E1/E_Pval]dB")
-            return f"no epoch {reason}; {BEST} was not written"
-        value = "validation CFID" if self.select == "cfid" else "calibration distance"
-        unit = "" if self.select == "cfid" else " dB"
-        return f"{BEST} is epoch {self.best_epoch} ({value} {self.best_score:.4g}{unit})"
+            return f"no epoch {self.no_epoch}; {BEST} was not written"
+        return (f"{self.dirpath}/{BEST} is epoch {self.best_epoch} "
+                f"({self.measure} {self.best_score:.4g}{self.unit})")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_score": self.best_score, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.best_score = float(state_dict.get("best_score", math.inf))
+        self.best_score = float(state_dict.get("best_score", state_dict.get("best_cfid", math.inf)))
         self.best_epoch = state_dict.get("best_epoch")
+
+
+class BestCFIDCheckpoint(BestCheckpoint):
+    """``train.select: cfid``: the lowest validation CFID among epochs within the
+    [E1/E_Pval]dB tolerance (``val_metrics["within_tolerance"]``)."""
+
+    measure = "validation CFID"
+
+    def __init__(self, dirpath: Path, tolerance_db: float) -> None:
+        super().__init__(dirpath)
+        self.no_epoch = f"had [E1/E_Pval]dB within {tolerance_db} dB of ideal"
+
+    def score(self, metrics: dict[str, float]) -> float | None:
+        return metrics["cfid"] if "cfid" in metrics and metrics.get("within_tolerance") else None
+
+
+class BestCalibrationCheckpoint(BestCheckpoint):
+    """``train.select: calibration``: the smallest ``val_metrics["calibration_distance_db"]``
+    (:func:`training.module.calibration_distance_db`)."""
+
+    measure = "calibration distance"
+    unit = " dB"
+    no_epoch = "had a measurable [E1/E_Pval]dB"
+
+    def score(self, metrics: dict[str, float]) -> float | None:
+        distance = metrics.get("calibration_distance_db", math.nan)
+        return distance if math.isfinite(distance) else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,8 +326,10 @@ def build_trainer(config: Config, out: Path, args: argparse.Namespace) -> L.Trai
     callbacks: list[Callback] = [
         LastCheckpoint(out, train.checkpoint_every_n_steps, steps),
     ]
-    if train.select != "last":
-        callbacks.append(BestCheckpoint(out, train.select, train.select_tolerance_db))
+    if train.select == "cfid":
+        callbacks.append(BestCFIDCheckpoint(out, train.select_tolerance_db))
+    elif train.select == "calibration":
+        callbacks.append(BestCalibrationCheckpoint(out))
     if train.keep_epoch_checkpoints:
         callbacks.append(ModelCheckpoint(
             dirpath=out, filename="epoch={epoch:03d}", save_top_k=-1, every_n_epochs=1,

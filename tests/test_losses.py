@@ -398,6 +398,27 @@ def test_pooled_beta_sd_updates_do_not_grow_a_zigzag_table(reach: int) -> None:
     assert spread <= 0.1 + 1e-9  # the box filter of the first version grew it to beyond 0.5
 
 
+def test_beta_sd_table_fit_is_a_polynomial_in_r() -> None:
+    from training.losses import fit_beta_sd_table, r_bins
+
+    bins = r_bins(2.0, 8.0, [2.5, 3, 4, 5, 6, 7])
+    middles = [(low + high) / 2 for low, high in bins]
+    # A table already on a line stays; a jagged one goes onto the line through it.
+    line = [0.1 + 0.05 * r for r in middles]
+    assert fit_beta_sd_table(line, bins, 1) == pytest.approx(line)
+    jagged = [-0.01, 0.12, 0.26, 0.51, 0.37, 0.13, 0.25]  # the demo run's table at 14 506 iterations
+    fitted = fit_beta_sd_table(jagged, bins, 2)
+    second_differences = [a - 2 * b + c for a, b, c in zip(fitted, fitted[1:], fitted[2:])]
+    assert max(abs(d) for d in second_differences) < 0.1 < abs(jagged[3] - jagged[4])
+    assert sum(fitted) == pytest.approx(sum(jagged))  # least squares with a constant term
+    assert fit_beta_sd_table(jagged, bins, 0) == pytest.approx([sum(jagged) / 7] * 7)
+    assert fit_beta_sd_table(jagged, bins, 6) == jagged  # as many coefficients as bins
+    with pytest.raises(ValueError, match="3 entries for 7 R bins"):
+        fit_beta_sd_table(jagged[:3], bins, 1)
+    with pytest.raises(ValueError, match="0 or more"):
+        fit_beta_sd_table(jagged, bins, -1)
+
+
 def test_beta_sd_table_remapped_onto_other_bins() -> None:
     from training.losses import r_bins, remap_beta_sd_table
 

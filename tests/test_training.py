@@ -18,7 +18,7 @@ from napari_rcgan.physics.fft import fft2c
 from napari_rcgan.sampler import PosteriorSampler
 from napari_rcgan.weights import read_metadata
 from training import losses
-from training.config import config_from_dict
+from training.config import ConfigError, config_from_dict
 from training.datasets import RcGANDataModule, write_demo_faces
 from training.export import export_checkpoint
 from training.export import main as export_main
@@ -371,6 +371,26 @@ def test_pooled_beta_sd_bins_also_move_their_neighbours(mri_root):
     assert table[0] > nominal and table[1] == pytest.approx(table[0])  # [3, 5) pools in [2, 3)
     assert table[2:] == [pytest.approx(nominal)] * 2
     assert "e1_over_ep_db_R3-5" not in module.val_metrics  # its own examples: none
+
+
+def test_fitted_beta_sd_table_moves_every_bin_onto_one_line(mri_root):
+    module, batch = _agnostic_module(mri_root, beta_sd_fit_degree=1)
+    nominal = losses.beta_sd_nominal(2)
+    module.generator = _NoiseBlind()  # no sample spread: the bin with examples must grow
+    module.on_validation_epoch_start()
+    module.validation_step(dict(batch, R=torch.tensor([2.5, 2.5])), 0)  # examples of bin [2, 3) only
+    module.on_validation_epoch_end()
+    table = module.beta_sd_table
+    # Eq. (23) raised bin [2, 3) alone; the fit spreads that onto a line falling towards R = 8.
+    assert table[0] > table[1] > table[2] > table[3]
+    middles = [(low + high) / 2 for low, high in module.r_bins]
+    slopes = [(b - a) / (r2 - r1) for a, b, r1, r2 in zip(table, table[1:], middles, middles[1:])]
+    assert slopes == [pytest.approx(slopes[0])] * 3 and slopes[0] < 0
+    assert sum(table) > 4 * nominal
+    assert module.val_metrics["beta_sd_R7-8"] == pytest.approx(table[3])
+    assert module.beta_sd == table[module.r_bins.index((5.0, 7.0))]  # the bin of R = 5
+    with pytest.raises(ConfigError, match="train.beta_sd_fit_degree.*0 or more"):
+        _agnostic_module(mri_root, beta_sd_fit_degree=-1)
 
 
 @pytest.mark.parametrize("estimate", ["first", "all"])

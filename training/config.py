@@ -228,6 +228,10 @@ class TrainConfig:
             (0: its own only; binomial weights, 1-2-1 for 1; see
             :func:`training.losses.pool_neighbouring_bins`). Keeps a fine table smooth in R when
             each bin has few examples.
+        beta_sd_fit_degree: after each validation's per-bin eq. (23) updates, replace that
+            table by its least-squares polynomial of this degree in R (null: off; see
+            :func:`training.losses.fit_beta_sd_table`). Keeps β_SD a smooth function of R, so
+            neighbouring accelerations are not trained with very different weights.
         e1_estimate: Ê_1 of eq. (23): ``first`` (eq. 22: the error of each validation example's
             first sample) or ``all`` (the mean error of all its P_val samples: the same
             expectation with less noise, for bins with few validation examples); see
@@ -282,6 +286,7 @@ class TrainConfig:
     mu_sd: float = 0.02
     beta_sd_bins: list[float] = field(default_factory=lambda: list(R_BIN_EDGES))
     beta_sd_bin_pooling: int = 0
+    beta_sd_fit_degree: int | None = None
     e1_estimate: str = "first"
     generator_ema_half_life: int | None = None
     l2_weight: float = 1.0
@@ -582,6 +587,8 @@ def validate(config: Config) -> None:
         fail("train.beta_sd_bins", f"must be increasing finite R values, got {edges}")
     if train.beta_sd_bin_pooling < 0:
         fail("train.beta_sd_bin_pooling", f"must be 0 or more bins, got {train.beta_sd_bin_pooling}")
+    if train.beta_sd_fit_degree is not None and train.beta_sd_fit_degree < 0:
+        fail("train.beta_sd_fit_degree", f"must be 0 or more (or null), got {train.beta_sd_fit_degree}")
     _require_one_of(fail, "train.select", train.select, SELECTIONS)
     if train.select == "cfid" and not train.val_cfid:
         fail("train.select", "cfid needs train.val_cfid: true")

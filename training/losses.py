@@ -50,6 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -154,6 +155,37 @@ def pool_neighbouring_bins(sums: Tensor, reach: int) -> Tensor:
         low, high = max(0, -offset), min(count, count - offset)
         pooled[low:high] += weight * sums[low + offset : high + offset]
     return pooled
+
+
+def fit_beta_sd_table(
+    table: Sequence[float], bins: list[tuple[float, float]], degree: int
+) -> list[float]:
+    """The per-R β_SD table replaced by its least-squares polynomial of ``degree`` in R.
+
+    The polynomial is fitted to the entries at their bins' middle R, equally weighted, and read
+    back there, so β_SD becomes a smooth function of R sampled at the bins: a table whose
+    neighbouring bins have drifted apart (eq. 23 run per bin on few, fixed validation examples)
+    is pulled onto one curve, while a table that already lies on such a curve is unchanged.
+    Degree 0 gives every bin the table's mean; a degree of ``len(bins) - 1`` or more leaves the
+    table as it is.
+
+    Args:
+        table: β_SD of each bin.
+        bins: the ``(R_min, R_max)`` of each bin (:func:`r_bins`), as many as ``table``.
+        degree: polynomial degree, 0 or more.
+
+    Returns:
+        The fitted β_SD of each bin.
+    """
+    if len(table) != len(bins):
+        raise ValueError(f"table has {len(table)} entries for {len(bins)} R bins")
+    if degree < 0:
+        raise ValueError(f"degree must be 0 or more, got {degree}")
+    if degree >= len(bins) - 1:
+        return [float(b) for b in table]
+    middles = np.array([(low + high) / 2 for low, high in bins], dtype=np.float64)
+    coefficients = np.polynomial.polynomial.polyfit(middles, np.asarray(table, np.float64), degree)
+    return [float(v) for v in np.polynomial.polynomial.polyval(middles, coefficients)]
 
 
 def remap_beta_sd_table(

@@ -541,6 +541,7 @@ class RcGANModule(L.LightningModule):
                 e1_pool, ep_pool, count_pool = (float(v) for v in pooled[number])
                 if count_pool > 0 and e1_pool > 0 and ep_pool > 0:
                     self.update_beta_sd(e1_pool / count_pool, ep_pool / count_pool, number)
+            self.fit_beta_sd_table()
             metrics.update(
                 {f"beta_sd_R{low:g}-{high:g}": beta
                  for (low, high), beta in zip(self.r_bins, self.beta_sd_table, strict=True)}
@@ -584,11 +585,22 @@ class RcGANModule(L.LightningModule):
             self.beta_sd_table[r_bin] = after
             low, high = self.r_bins[r_bin]
             entry.update({"R_min": float(low), "R_max": float(high)})
-            middle = sum(self.config.data.mask.r_range) / 2
-            index = int(losses.r_bin_index(torch.tensor(middle), self.r_bins))
-            self.beta_sd = self.beta_sd_table[index]
+            self.beta_sd = self.middle_bin_beta_sd()
         self.beta_sd_history.append(entry)
         return after
+
+    def fit_beta_sd_table(self) -> None:
+        """Replace the per-R table by its polynomial fit (``train.beta_sd_fit_degree``, if set)."""
+        degree = self.config.train.beta_sd_fit_degree
+        if degree is None or self.config.method != "rcgan" or not self.config.train.beta_sd_autotune:
+            return
+        self.beta_sd_table = losses.fit_beta_sd_table(self.beta_sd_table, self.r_bins, degree)
+        self.beta_sd = self.middle_bin_beta_sd()
+
+    def middle_bin_beta_sd(self) -> float:
+        """β_SD of the table's bin that holds the middle of the R range (the scalar ``beta_sd``)."""
+        middle = sum(self.config.data.mask.r_range) / 2
+        return self.beta_sd_table[int(losses.r_bin_index(torch.tensor(middle), self.r_bins))]
 
     def on_fit_start(self) -> None:
         self._fit_started = time.monotonic()

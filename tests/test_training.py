@@ -452,6 +452,29 @@ def test_validation_cfid_selects_best_checkpoint_that_exports(mri_root, tmp_path
     assert not (tmp_path / "strict-run" / "best.ckpt").exists()
 
 
+def test_mask_agnostic_run_logs_every_r_bin(mri_root, tmp_path):
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, data={"mask": {"kind": "gro", "R": [2, 8]}},
+                          train={"beta_sd_fit_degree": 1, "epochs": 2, "select": "calibration"})
+    out = tmp_path / "run"
+    assert train_main(["--config", str(config), "--out", str(out), "--no-progress-bar"]) == 0
+    saved = torch.load(out / "last.ckpt", weights_only=True)["rcgan"]
+    final = saved["val_metrics"]
+    ratios = {name: _logged(out, f"val/{name}") for name in final if name.startswith("e1_over_ep_db_R")}
+    assert ratios and all(len(values) == 2 for values in ratios.values())
+    assert [values[-1] for values in ratios.values()] == pytest.approx(
+        [final[name] for name in ratios], abs=1e-4)
+    ideal = 10 * math.log10(16 / 9)
+    assert _logged(out, "val/calibration_distance_db")[-1] == pytest.approx(
+        sum(abs(values[-1] - ideal) for values in ratios.values()) / len(ratios), abs=1e-4)
+    # The tuned table is logged per bin, as fitted: one line in R.
+    table = [_logged(out, f"val/beta_sd_R{entry['R_min']:g}-{entry['R_max']:g}")[-1]
+             for entry in saved["beta_sd_by_R"]]
+    assert table == pytest.approx([entry["beta_sd"] for entry in saved["beta_sd_by_R"]], abs=1e-6)
+    middles = [(entry["R_min"] + entry["R_max"]) / 2 for entry in saved["beta_sd_by_R"]]
+    slopes = [(b - a) / (r2 - r1) for a, b, r1, r2 in zip(table, table[1:], middles, middles[1:])]
+    assert slopes == pytest.approx([slopes[0]] * len(slopes), abs=1e-6)
+
+
 def test_calibration_selection_keeps_the_epoch_closest_to_the_ideal_ratio(mri_root, tmp_path, capsys):
     config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, train={"select": "calibration", "epochs": 3})
     out = tmp_path / "run"

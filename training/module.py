@@ -526,6 +526,11 @@ class RcGANModule(L.LightningModule):
                 abs(ratio_db - metrics["target_ratio_db"]) <= self.config.train.select_tolerance_db
             )
         self._cfid_rows = None
+        for number, (low, high) in enumerate(self.r_bins):
+            e1_bin, ep_bin, count_bin = (float(v) for v in bins[number])
+            if count_bin > 0 and e1_bin > 0 and ep_bin > 0:
+                metrics[f"e1_over_ep_db_R{low:g}-{high:g}"] = 10 * math.log10(e1_bin / ep_bin)
+        metrics["calibration_distance_db"] = calibration_distance_db(metrics)
         attached = self._trainer is not None
         if attached:
             for name, value in metrics.items():
@@ -534,29 +539,24 @@ class RcGANModule(L.LightningModule):
                 return
         if self.r_bins:
             pooled = losses.pool_neighbouring_bins(bins, self.config.train.beta_sd_bin_pooling)
-            for number, (low, high) in enumerate(self.r_bins):
-                e1_bin, ep_bin, count_bin = (float(v) for v in bins[number])
-                if count_bin > 0 and e1_bin > 0 and ep_bin > 0:
-                    metrics[f"e1_over_ep_db_R{low:g}-{high:g}"] = 10 * math.log10(e1_bin / ep_bin)
+            for number in range(len(self.r_bins)):
                 e1_pool, ep_pool, count_pool = (float(v) for v in pooled[number])
                 if count_pool > 0 and e1_pool > 0 and ep_pool > 0:
                     self.update_beta_sd(e1_pool / count_pool, ep_pool / count_pool, number)
             self.fit_beta_sd_table()
-            metrics.update(
-                {f"beta_sd_R{low:g}-{high:g}": beta
-                 for (low, high), beta in zip(self.r_bins, self.beta_sd_table, strict=True)}
-            )
+            tuned = {f"beta_sd_R{low:g}-{high:g}": beta
+                     for (low, high), beta in zip(self.r_bins, self.beta_sd_table, strict=True)}
         else:
             self.update_beta_sd(e1, ep)
-        metrics["calibration_distance_db"] = calibration_distance_db(metrics)
-        metrics["beta_sd"] = self.beta_sd
+            tuned = {}
+        tuned["beta_sd"] = self.beta_sd
+        metrics.update(tuned)
         metrics["epoch"] = int(self.current_epoch) if attached else 0
         metrics["iteration"] = int(self.iteration) if attached else 0
         self.val_metrics = metrics
         if attached:
-            self.log("val/beta_sd", self.beta_sd, batch_size=1, sync_dist=True)
-            self.log("val/calibration_distance_db", metrics["calibration_distance_db"],
-                     batch_size=1, sync_dist=True)
+            for name, value in tuned.items():
+                self.log(f"val/{name}", value, batch_size=1, sync_dist=True)
 
     def update_beta_sd(self, e1: float, ep: float, r_bin: int | None = None) -> float:
         """Eq. (23) once (rcgan with ``train.beta_sd_autotune``); records the history.

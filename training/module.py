@@ -558,6 +558,11 @@ class RcGANModule(L.LightningModule):
             for name, value in tuned.items():
                 self.log(f"val/{name}", value, batch_size=1, sync_dist=True)
 
+    @property
+    def autotunes_beta_sd(self) -> bool:
+        """Whether validation tunes β_SD (eq. 23): rcgan with ``train.beta_sd_autotune``."""
+        return self.config.method == "rcgan" and self.config.train.beta_sd_autotune
+
     def update_beta_sd(self, e1: float, ep: float, r_bin: int | None = None) -> float:
         """Eq. (23) once (rcgan with ``train.beta_sd_autotune``); records the history.
 
@@ -566,7 +571,7 @@ class RcGANModule(L.LightningModule):
         the R range.
         """
         train = self.config.train
-        if self.config.method != "rcgan" or not train.beta_sd_autotune or e1 <= 0 or ep <= 0:
+        if not self.autotunes_beta_sd or e1 <= 0 or ep <= 0:
             return self.beta_sd
         before = self.beta_sd if r_bin is None else self.beta_sd_table[r_bin]
         after = losses.update_beta_sd(
@@ -592,7 +597,7 @@ class RcGANModule(L.LightningModule):
     def fit_beta_sd_table(self) -> None:
         """Replace the per-R table by its polynomial fit (``train.beta_sd_fit_degree``, if set)."""
         degree = self.config.train.beta_sd_fit_degree
-        if degree is None or self.config.method != "rcgan" or not self.config.train.beta_sd_autotune:
+        if degree is None or not self.autotunes_beta_sd:
             return
         self.beta_sd_table = losses.fit_beta_sd_table(self.beta_sd_table, self.r_bins, degree)
         self.beta_sd = self.middle_bin_beta_sd()

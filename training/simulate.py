@@ -580,6 +580,11 @@ def place_randomly(
     return np.clip(placed, 0.0, None).astype(np.float32)
 
 
+def draw_coil_count(rng: np.random.Generator, coils: tuple[int, int] = SIMULATED_COILS) -> int:
+    """A receive-array size drawn uniformly from the inclusive range ``coils``."""
+    return int(rng.integers(coils[0], coils[1] + 1))
+
+
 def random_coil_maps(
     side: int, rng: np.random.Generator, coils: tuple[int, int] = SIMULATED_COILS
 ) -> np.ndarray:
@@ -594,7 +599,7 @@ def random_coil_maps(
     Returns:
         complex64 ``(N, side, side)``.
     """
-    count = int(rng.integers(coils[0], coils[1] + 1))
+    count = draw_coil_count(rng, coils)
     arc = 2 * np.pi if rng.random() < 0.5 else np.deg2rad(rng.uniform(180.0, 300.0))
     start = rng.uniform(0.0, 2 * np.pi)
     angles = start + arc * (np.arange(count) + 0.5) / count + rng.normal(0.0, 0.1, count)
@@ -700,7 +705,7 @@ def evaluation_like_kspace(
         complex64 ``(coils, 2·image_size, F)``.
     """
     contrast = CONTRASTS[int(rng.integers(len(CONTRASTS)))]
-    coils = int(rng.integers(SIMULATED_COILS[0], SIMULATED_COILS[1] + 1))
+    coils = draw_coil_count(rng)
     fov = image_size + image_size // 16
     return heldout_kspace(
         source, contrast, orientation, index, rng,

@@ -27,6 +27,7 @@ Exit status: 0 done, 1 training diverged (NaN/Inf loss), 2 bad configuration or 
 
 from __future__ import annotations
 
+import abc
 import argparse
 import math
 import os
@@ -127,7 +128,7 @@ class ValidationReport(Callback):
         )
 
 
-class BestCheckpoint(Callback):
+class BestCheckpoint(Callback, abc.ABC):
     """Keeps ``DIR/best.ckpt``: the validated epoch with the lowest :meth:`score`; the best
     value survives ``--resume``. Subclasses say what is scored."""
 
@@ -140,9 +141,9 @@ class BestCheckpoint(Callback):
         self.best_score = math.inf
         self.best_epoch: int | None = None
 
+    @abc.abstractmethod
     def score(self, metrics: dict[str, float]) -> float | None:
         """The value to minimise, or None when this epoch does not qualify."""
-        raise NotImplementedError
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: RcGANModule) -> None:
         score = None if trainer.sanity_checking else self.score(pl_module.val_metrics)

@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from napari_rcgan import stats
 from napari_rcgan.errors import InputFileError, ParameterError, WeightsError
@@ -65,7 +64,6 @@ from napari_rcgan.physics.inpainting import center_square_hole
 from napari_rcgan.sampler import PosteriorSampler
 from napari_rcgan.session import fit_image
 
-SUPPORT_FRACTION = 0.05
 TIME_P = {"mri": 4, "inpainting": 128}
 SET_FOLDERS = {"test": ("test",), "val": ("val",), "val+train": ("val", "train")}
 SET_OPTIONS = {"test": "--data", "val": "--val-data", "train": "--train-data"}
@@ -208,11 +206,11 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
         for P in errors:
             errors[P] += float(stats.error_energy(result.images[None], target[None], P)[0])
         apsd.append(stats.apsd(result.stack))
-        support = reference > SUPPORT_FRACTION * reference.max()
+        support = stats.object_support(reference)
         error = stats.absolute_error(result.stack.mean(), reference)
-        sd = result.stack.std()[support]
-        spearman.append(float(spearmanr(sd, error[support]).statistic))
-        ceilings.append(stats.spearman_ceiling(sd, seed))
+        sd = result.stack.std()
+        spearman.append(stats.sd_error_spearman(sd, error, support))
+        ceilings.append(stats.spearman_ceiling(sd[support], seed))
         if test_P or fid_P:
             rows.append(_embeddings(task, measured, result.images[: max(test_P, fid_P)], options, device))
         if "time" in wanted:

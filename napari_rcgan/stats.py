@@ -157,6 +157,33 @@ def error_energy(samples: torch.Tensor, target: torch.Tensor, P: int) -> torch.T
     return (averages - target[:, None]).abs().pow(2).reshape(count, groups, -1).sum(dim=2).mean(dim=1)
 
 
+SUPPORT_FRACTION = 0.05
+
+
+def object_support(reference: np.ndarray) -> np.ndarray:
+    """Bool map of the object: pixels brighter than ``SUPPORT_FRACTION`` (5 %) of the
+    reference's maximum. SD–error statistics are taken there, so that the empty background
+    (error and SD both near zero) does not inflate them."""
+    reference = np.asarray(reference)
+    return reference > SUPPORT_FRACTION * reference.max()
+
+
+def sd_error_spearman(sd: np.ndarray, error: np.ndarray, support: np.ndarray) -> float:
+    """Spearman correlation of the pixel-wise SD with the absolute error inside ``support``.
+
+    Args:
+        sd, error: same-shape maps, e.g. ``(H, W)``: the SD of the samples and
+            ``|x̂_(P) − x|`` of their average.
+        support: bool map of the same shape (:func:`object_support`).
+
+    Returns 0 where either map is constant over the support (no ranking to compare).
+    """
+    sd, error = np.asarray(sd)[support], np.asarray(error)[support]
+    if sd.size < 2 or np.ptp(sd) == 0 or np.ptp(error) == 0:
+        return 0.0
+    return float(spearmanr(sd, error).statistic)
+
+
 def spearman_ceiling(sd: np.ndarray, seed: int = 0, draws: int = 20) -> float:
     """The SD–error Spearman correlation an SD map of this shape would reach if it were right.
 

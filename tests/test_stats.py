@@ -97,3 +97,18 @@ def test_spearman_ceiling_is_what_exactly_calibrated_errors_reach():
 def test_ideal_e1_over_ep_is_prop_3_3(P, ratio):
     assert stats.ideal_e1_over_ep_db(P) == pytest.approx(10 * np.log10(ratio))
     assert round(stats.ideal_e1_over_ep_db(8), 2) == 2.50
+
+
+def test_sd_error_spearman_ranks_only_the_object():
+    reference = np.zeros((8, 8))
+    reference[2:6, 2:6] = 1.0
+    support = stats.object_support(reference)
+    assert support.sum() == 16 and support[2:6, 2:6].all()
+    sd = np.arange(64, dtype=float).reshape(8, 8)
+    error = sd.copy()
+    error[support] = sd[support][::-1]  # inside the object the error ranks opposite to the SD
+    assert stats.sd_error_spearman(sd, error, support) == pytest.approx(-1.0)
+    # Outside the object SD and error agree, but it does not count; the whole map says otherwise.
+    assert spearmanr(sd.ravel(), error.ravel()).statistic > 0.5
+    assert stats.sd_error_spearman(np.ones((8, 8)), error, support) == 0.0  # a flat SD ranks nothing
+    assert not stats.object_support(np.full((4, 4), 0.04) * [[0.0], [1], [1], [1]])[0].any()

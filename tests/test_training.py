@@ -8,9 +8,11 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from scipy.stats import spearmanr
 from torch import nn
 
 from napari_rcgan.io import FastMRIFile
@@ -410,6 +412,31 @@ def test_validation_e1_uses_the_configured_estimate(mri_root, estimate):
     assert module.val_metrics["e8"] == pytest.approx(float(ep.mean()), rel=1e-5)
 
 
+def test_validation_measures_the_sd_error_spearman_inside_the_object(mri_root):
+    module, batch = _agnostic_module(mri_root)
+    module.eval()
+    batch = dict(batch, R=torch.tensor([2.5, 7.5]))  # one example in bin [2, 3), one in [7, 8]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        samples = module.display(module.generate(batch, module.config.train.p_val), batch)
+        reference = module.display(batch["target"].float(), batch)
+    expected = []
+    for shown, truth in zip(samples.numpy(), reference.numpy()):
+        support = truth > 0.05 * truth.max()
+        error = np.abs(shown.mean(0) - truth)
+        expected.append(spearmanr(shown.std(0)[support], error[support]).statistic)
+    torch.manual_seed(0)
+    module.on_validation_epoch_start()
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+    module.on_validation_epoch_end()
+    metrics = module.val_metrics
+    assert metrics["sd_error_spearman"] == pytest.approx(np.mean(expected), abs=1e-4)
+    assert metrics["sd_error_spearman_R2-3"] == pytest.approx(expected[0], abs=1e-4)
+    assert metrics["sd_error_spearman_R7-8"] == pytest.approx(expected[1], abs=1e-4)
+    assert "sd_error_spearman_R3-5" not in metrics  # no example in that bin
+
+
 def test_fixed_r_keeps_a_single_beta_sd(mri_root):
     module, batch = _module(mri_root)
     assert module.r_bins == [] and module.beta_sd_by_R() == []
@@ -466,6 +493,11 @@ def test_mask_agnostic_run_logs_every_r_bin(mri_root, tmp_path):
     ideal = 10 * math.log10(16 / 9)
     assert _logged(out, "val/calibration_distance_db")[-1] == pytest.approx(
         sum(abs(values[-1] - ideal) for values in ratios.values()) / len(ratios), abs=1e-4)
+    spearman = {name: _logged(out, f"val/{name}") for name in final if name.startswith("sd_error_spearman_R")}
+    assert spearman.keys() == {name.replace("e1_over_ep_db", "sd_error_spearman") for name in ratios}
+    assert [values[-1] for values in spearman.values()] == pytest.approx(
+        [final[name] for name in spearman], abs=1e-4)
+    assert all(-1 <= value <= 1 for value in _logged(out, "val/sd_error_spearman"))
     # The tuned table is logged per bin, as fitted: one line in R.
     table = [_logged(out, f"val/beta_sd_R{entry['R_min']:g}-{entry['R_max']:g}")[-1]
              for entry in saved["beta_sd_by_R"]]

@@ -25,7 +25,11 @@ Once per validation epoch β_SD is updated by eq. (23) from Ê_1 and Ê_Pval (eq
 on the normalised channels, summed over the whole validation set and all DDP ranks). With
 ``train.val_cfid`` the validation CFID of one draw per example is computed too (the reference's
 embeddings, :mod:`napari_rcgan.metrics`), and ``within_tolerance`` says whether [E1/E_Pval]dB is
-within ``train.select_tolerance_db`` of ideal (the reference's checkpoint selection). Its history,
+within ``train.select_tolerance_db`` of ideal (the reference's checkpoint selection).
+``sd_error_spearman`` is the mean over the examples of the Spearman correlation between the
+pixel-wise SD of the P_val samples and the absolute error of their average, inside the object (the
+model card's uncertainty measure, :func:`napari_rcgan.stats.sd_error_spearman`, at P_val); for
+mask-agnostic MRI runs it and [E1/E_Pval]dB are also logged per R bin. Its history,
 the latest validation metrics and the dataset description are stored in every checkpoint (key
 ``"rcgan"``) and end up in the exported weights. A NaN or infinite loss stops the run with
 :class:`TrainingDiverged` before the bad step is taken.
@@ -45,10 +49,10 @@ import torch
 from torch import Tensor
 
 from napari_rcgan import metrics as paper_metrics
+from napari_rcgan import stats
 from napari_rcgan.metrics import feature_weights
 from napari_rcgan.models import CoModCritic, Critic
 from napari_rcgan.physics import transforms
-from napari_rcgan.stats import ideal_e1_over_ep_db
 from napari_rcgan.weights import NOISE_CHANNELS, WeightsMetadata, build_generator
 from training import comodgan_losses, losses
 from training.config import ADV_SCHEDULE, Config, config_from_dict
@@ -155,6 +159,7 @@ class RcGANModule(L.LightningModule):
         self.r_bins = losses.r_bins(low, high, cfg.train.beta_sd_bins) if mask_agnostic else []
         self.beta_sd_table = [self.beta_sd] * len(self.r_bins)
         self._val_bins: Tensor | None = None
+        self._val_bin_spearman: Tensor | None = None
         self.val_metrics: dict[str, float] = {}
         self.batches_this_run = 0
         self._val_sums: Tensor | None = None
@@ -415,8 +420,9 @@ class RcGANModule(L.LightningModule):
         return generator_loss.detach()
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = torch.zeros(7, dtype=torch.float64, device=self.device)
+        self._val_sums = torch.zeros(8, dtype=torch.float64, device=self.device)
         self._val_bins = torch.zeros(len(self.r_bins), 3, dtype=torch.float64, device=self.device)
+        self._val_bin_spearman = torch.zeros(len(self.r_bins), dtype=torch.float64, device=self.device)
         sanity = self._trainer is not None and self.trainer.sanity_checking
         self._cfid_rows = [] if self.config.train.val_cfid and not sanity else None
 
@@ -457,20 +463,30 @@ class RcGANModule(L.LightningModule):
         psnr_1 = _psnr(shown[:, 0], reference)
         psnr_p = _psnr(average, reference)
         ssim = self._ssim(average, reference)
-        apsd = shown.std(dim=1, unbiased=False).flatten(1).mean(1)
+        sd = shown.std(dim=1, unbiased=False)
+        apsd = sd.flatten(1).mean(1)
+        spearman = self._sd_error_spearman(sd, (average - reference).abs(), reference)
         values = torch.stack([
             e1_each.sum(), ep_each.sum(),
             torch.tensor(float(size), device=self.device, dtype=torch.float64),
             psnr_1.sum().double(), psnr_p.sum().double(), ssim.sum().double(),
-            apsd.sum().double(),
+            apsd.sum().double(), spearman.sum(),
         ])
         self._val_sums += values
         if self.r_bins:
-            index = losses.r_bin_index(batch["R"].float(), self.r_bins)
+            index = losses.r_bin_index(batch["R"].float(), self.r_bins).to(self._val_bins.device)
             rows = torch.stack([e1_each, ep_each, torch.ones_like(e1_each)], dim=1)
-            self._val_bins.index_add_(0, index.to(self._val_bins.device), rows)
+            self._val_bins.index_add_(0, index, rows)
+            self._val_bin_spearman.index_add_(0, index, spearman)
         if self._cfid_rows is not None:
             self._cfid_rows.append(self.cfid_embeddings(samples[:, 0], batch))
+
+    def _sd_error_spearman(self, sd: Tensor, error: Tensor, reference: Tensor) -> Tensor:
+        """``(B,)`` float64: per example, Spearman(SD, |error|) inside the object, from
+        ``(B, H, W)`` maps (SciPy on the CPU; a few thousand pixels per example)."""
+        maps = [m.detach().float().cpu().numpy() for m in (sd, error, reference)]
+        values = [stats.sd_error_spearman(s, e, stats.object_support(r)) for s, e, r in zip(*maps)]
+        return torch.tensor(values, dtype=torch.float64, device=self.device)
 
     @staticmethod
     def _ssim(estimate: Tensor, reference: Tensor) -> Tensor:
@@ -493,7 +509,8 @@ class RcGANModule(L.LightningModule):
         sums = self._reduce_sum(self._val_sums)
         self._val_sums = None
         bins = self._reduce_sum(self._val_bins) if self.r_bins else None
-        self._val_bins = None
+        bin_spearman = self._reduce_sum(self._val_bin_spearman) if self.r_bins else None
+        self._val_bins = self._val_bin_spearman = None
         count = float(sums[2])
         if count == 0:
             return
@@ -509,11 +526,12 @@ class RcGANModule(L.LightningModule):
             "e1": e1,
             f"e{p_val}": ep,
             "e1_over_ep_db": ratio_db,
-            "target_ratio_db": ideal_e1_over_ep_db(p_val),
+            "target_ratio_db": stats.ideal_e1_over_ep_db(p_val),
             "psnr_1": float(sums[3]) / count,
             f"psnr_{p_val}": float(sums[4]) / count,
             f"ssim_{p_val}": float(sums[5]) / count,
             f"apsd_{p_val}": float(sums[6]) / count,
+            "sd_error_spearman": float(sums[7]) / count,
             "examples": count,
         }
         if self._cfid_rows:
@@ -530,6 +548,8 @@ class RcGANModule(L.LightningModule):
             e1_bin, ep_bin, count_bin = (float(v) for v in bins[number])
             if count_bin > 0 and e1_bin > 0 and ep_bin > 0:
                 metrics[f"e1_over_ep_db_R{low:g}-{high:g}"] = 10 * math.log10(e1_bin / ep_bin)
+            if count_bin > 0:
+                metrics[f"sd_error_spearman_R{low:g}-{high:g}"] = float(bin_spearman[number]) / count_bin
         metrics["calibration_distance_db"] = calibration_distance_db(metrics)
         attached = self._trainer is not None
         if attached:

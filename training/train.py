@@ -107,7 +107,8 @@ class LastCheckpoint(Callback):
 
 class ValidationReport(Callback):
     """One line on stderr per validation epoch (for runs without a progress bar, e.g. in the
-    background): the calibration ratio against its ideal, the P_val-average PSNR and β_SD."""
+    background): the calibration ratio against its ideal, the P_val-average PSNR, the SD–error
+    Spearman correlation and β_SD."""
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: RcGANModule) -> None:
         metrics = pl_module.val_metrics
@@ -123,7 +124,8 @@ class ValidationReport(Callback):
             f"training: validation at epoch {metrics['epoch']}, iteration {metrics['iteration']}: "
             f"[E1/E{p_val}]dB {metrics['e1_over_ep_db']:.2f} (ideal {metrics['target_ratio_db']:.2f}; "
             f"calibration distance {metrics['calibration_distance_db']:.2f} dB), "
-            f"PSNR P={p_val} {metrics[f'psnr_{p_val}']:.2f} dB, {beta}",
+            f"PSNR P={p_val} {metrics[f'psnr_{p_val}']:.2f} dB, "
+            f"Spearman(SD, error) {metrics['sd_error_spearman']:.3f}, {beta}",
             file=sys.stderr, flush=True,
         )
 

@@ -541,6 +541,42 @@ def test_calibration_distance_averages_the_r_bins():
     assert math.isnan(calibration_distance_db({"e1_over_ep_db": math.nan, "target_ratio_db": ideal}))
 
 
+def test_spearman_selection_scores_calibrated_epochs_by_the_mean_over_r_bins(tmp_path):
+    from training.train import BestSpearmanCheckpoint
+
+    best = BestSpearmanCheckpoint(tmp_path, tolerance_db=0.25)
+    binned = {"calibration_distance_db": 0.2, "sd_error_spearman": 0.5,
+              "sd_error_spearman_R2-4": 0.4, "sd_error_spearman_R4-8": 0.1}
+    assert best.score(binned) == pytest.approx(-0.25)  # the bins count alike, not their examples
+    assert best.score(dict(binned, calibration_distance_db=0.3)) is None  # not calibrated enough
+    assert best.score({"calibration_distance_db": math.nan, "sd_error_spearman": 0.9}) is None
+    assert best.score({"calibration_distance_db": 0.0, "sd_error_spearman": 0.3}) == pytest.approx(-0.3)
+
+
+def test_spearman_selection_keeps_the_calibrated_epoch_with_the_best_sd_map(mri_root, tmp_path, capsys):
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root,
+                          train={"select": "spearman", "select_tolerance_db": 100.0, "epochs": 3})
+    out = tmp_path / "run"
+    assert train_main(["--config", str(config), "--out", str(out), "--no-progress-bar"]) == 0
+    correlations = _logged(out, "val/sd_error_spearman")
+    assert len(correlations) == 3 and len(set(correlations)) == 3
+    best = torch.load(out / "best.ckpt", weights_only=True)
+    assert best["epoch"] == correlations.index(max(correlations))
+    assert best["rcgan"]["val_metrics"]["sd_error_spearman"] == pytest.approx(max(correlations), abs=1e-4)
+    err = capsys.readouterr().err
+    epoch, value = best["epoch"], max(correlations)
+    selected = f"best.ckpt is epoch {epoch} (validation Spearman(SD, |error|) {value:.3f})"
+    assert selected in err
+    reports = [line for line in err.splitlines() if line.startswith("training: validation at epoch")]
+    assert f"Spearman(SD, error) {correlations[-1]:.3f}" in reports[-1]
+    # No epoch within a tolerance that tight: no best.ckpt, and the run says why.
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root,
+                          train={"select": "spearman", "select_tolerance_db": 1e-9, "epochs": 1})
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "tight"), "--no-progress-bar"]) == 0
+    assert not (tmp_path / "tight" / "best.ckpt").exists()
+    assert "no epoch had a calibration distance within 1e-09 dB" in capsys.readouterr().err
+
+
 def test_cfid_selection_needs_validation_cfid_and_feature_weights(mri_root, tmp_path, monkeypatch,
                                                                     capsys):
     config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, train={"select": "cfid"})

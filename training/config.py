@@ -31,7 +31,7 @@ from training.losses import ADV_REDUCTIONS, E1_ESTIMATES, R_BIN_EDGES, SD_REWARD
 TASKS = ("mri", "inpainting")
 METHODS = ("rcgan", "adler", "ohayon", "comodgan")
 ARCHITECTURES = ("unet", "comodgan")
-SELECTIONS = ("last", "cfid", "calibration")
+SELECTIONS = ("last", "cfid", "calibration", "spearman")
 MASK_KINDS = ("gro", "equispaced", "random")
 HOLE_KINDS = ("center", "random")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
@@ -264,7 +264,10 @@ class TrainConfig:
             ``select_tolerance_db`` of the ideal 10·log10(2P/(P+1)) (the reference's selection),
             or ``calibration``: keep ``best.ckpt`` = the epoch whose validation [E1/E_Pval]dB is
             closest to that ideal, averaged over the R bins
-            (:func:`training.module.calibration_distance_db`).
+            (:func:`training.module.calibration_distance_db`), or ``spearman``: keep
+            ``best.ckpt`` = the epoch with the highest validation Spearman(SD, |error|)
+            (``sd_error_spearman``, averaged over the R bins that have examples) among those
+            whose calibration distance is within ``select_tolerance_db``.
         select_tolerance_db: that tolerance (0.25 dB in the reference).
     """
 

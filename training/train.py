@@ -18,7 +18,9 @@ temporary file that is then renamed over it, so it is never half-written), optio
 metrics (``csv/``), and with ``train.select: cfid`` ``best.ckpt``: the epoch with the lowest
 validation CFID among those whose [E1/E_Pval]dB is within ``train.select_tolerance_db`` (0.25 dB)
 of ideal, as the reference code selects its weights (``train.select: calibration``: the epoch
-whose [E1/E_Pval]dB is closest to ideal, averaged over the R bins). ``--resume`` continues from
+whose [E1/E_Pval]dB is closest to ideal, averaged over the R bins; ``train.select: spearman``:
+the epoch whose SD map best ranks the errors, Spearman(SD, |error|), among those with a
+calibration distance within the tolerance). ``--resume`` continues from
 ``last.ckpt`` (global step, epoch, optimizer states, β_SD and its history). Without ``--resume`` an ``--out``
 that already holds a run is refused.
 
@@ -182,6 +184,33 @@ class BestCFIDCheckpoint(BestCheckpoint):
         return metrics["cfid"] if "cfid" in metrics and metrics.get("within_tolerance") else None
 
 
+class BestSpearmanCheckpoint(BestCheckpoint):
+    """``train.select: spearman``: the highest validation Spearman(SD, |error|) among epochs
+    whose calibration distance is within the tolerance: of the calibrated epochs, the one whose
+    SD map best ranks where the errors are. Mask-agnostic models score the mean over their R
+    bins (``sd_error_spearman_R<low>-<high>``), so that every R counts alike."""
+
+    measure = "validation Spearman(SD, |error|)"
+
+    def __init__(self, dirpath: Path, tolerance_db: float) -> None:
+        super().__init__(dirpath)
+        self.tolerance_db = tolerance_db
+        self.no_epoch = f"had a calibration distance within {tolerance_db} dB"
+
+    def score(self, metrics: dict[str, float]) -> float | None:
+        distance = metrics.get("calibration_distance_db", math.nan)
+        if not (math.isfinite(distance) and distance <= self.tolerance_db):
+            return None
+        values = [value for name, value in metrics.items() if name.startswith("sd_error_spearman_R")]
+        values = values or [metrics["sd_error_spearman"]]
+        return -sum(values) / len(values)
+
+    def describe(self) -> str:
+        if self.best_epoch is None:
+            return super().describe()
+        return f"{self.dirpath}/{BEST} is epoch {self.best_epoch} ({self.measure} {-self.best_score:.3f})"
+
+
 class BestCalibrationCheckpoint(BestCheckpoint):
     """``train.select: calibration``: the smallest ``val_metrics["calibration_distance_db"]``
     (:func:`training.module.calibration_distance_db`)."""
@@ -333,6 +362,8 @@ def build_trainer(config: Config, out: Path, args: argparse.Namespace) -> L.Trai
         callbacks.append(BestCFIDCheckpoint(out, train.select_tolerance_db))
     elif train.select == "calibration":
         callbacks.append(BestCalibrationCheckpoint(out))
+    elif train.select == "spearman":
+        callbacks.append(BestSpearmanCheckpoint(out, train.select_tolerance_db))
     if train.keep_epoch_checkpoints:
         callbacks.append(ModelCheckpoint(
             dirpath=out, filename="epoch={epoch:03d}", save_top_k=-1, every_n_epochs=1,

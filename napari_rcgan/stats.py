@@ -7,6 +7,7 @@ All images are real magnitude arrays ``(H, W)`` (or ``(H, W, 3)`` for colour), e
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -176,11 +177,16 @@ def sd_error_spearman(sd: np.ndarray, error: np.ndarray, support: np.ndarray) ->
             ``|x̂_(P) − x|`` of their average.
         support: bool map of the same shape (:func:`object_support`).
 
-    Returns 0 where either map is constant over the support (no ranking to compare).
+    Returns NaN, with a :class:`RuntimeWarning`, where either map is constant over the support
+    (e.g. the SD of a single sample): there is no ranking to compare.
     """
     sd, error = np.asarray(sd)[support], np.asarray(error)[support]
     if sd.size < 2 or np.ptp(sd) == 0 or np.ptp(error) == 0:
-        return 0.0
+        what = "SD" if sd.size < 2 or np.ptp(sd) == 0 else "error"
+        warnings.warn(f"the {what} map is constant inside the object (one sample, or a generator that "
+                      "ignores its noise?): Spearman(SD, |error|) is undefined (NaN)",
+                      RuntimeWarning, stacklevel=2)
+        return math.nan
     return float(spearmanr(sd, error).statistic)
 
 

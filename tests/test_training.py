@@ -380,8 +380,10 @@ def test_fitted_beta_sd_table_moves_every_bin_onto_one_line(mri_root):
     nominal = losses.beta_sd_nominal(2)
     module.generator = _NoiseBlind()  # no sample spread: the bin with examples must grow
     module.on_validation_epoch_start()
-    module.validation_step(dict(batch, R=torch.tensor([2.5, 2.5])), 0)  # examples of bin [2, 3) only
+    with pytest.warns(RuntimeWarning, match="SD map is constant"):
+        module.validation_step(dict(batch, R=torch.tensor([2.5, 2.5])), 0)  # examples of bin [2, 3) only
     module.on_validation_epoch_end()
+    assert module.val_metrics["sd_error_spearman"] == 0.0  # a flat SD map ranks nothing
     table = module.beta_sd_table
     # Eq. (23) raised bin [2, 3) alone; the fit spreads that onto a line falling towards R = 8.
     assert table[0] > table[1] > table[2] > table[3]

@@ -483,10 +483,11 @@ class RcGANModule(L.LightningModule):
 
     def _sd_error_spearman(self, sd: Tensor, error: Tensor, reference: Tensor) -> Tensor:
         """``(B,)`` float64: per example, Spearman(SD, |error|) inside the object, from
-        ``(B, H, W)`` maps (SciPy on the CPU; a few thousand pixels per example)."""
+        ``(B, H, W)`` maps (SciPy on the CPU; a few thousand pixels per example). An example
+        whose SD map is flat (the generator ignores its noise) ranks nothing and counts 0."""
         maps = [m.detach().float().cpu().numpy() for m in (sd, error, reference)]
         values = [stats.sd_error_spearman(s, e, stats.object_support(r)) for s, e, r in zip(*maps)]
-        return torch.tensor(values, dtype=torch.float64, device=self.device)
+        return torch.tensor(np.nan_to_num(values, nan=0.0), dtype=torch.float64, device=self.device)
 
     @staticmethod
     def _ssim(estimate: Tensor, reference: Tensor) -> Tensor:

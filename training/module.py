@@ -91,6 +91,14 @@ def weights_metadata(config: Config, **extra: Any) -> WeightsMetadata:
     )
 
 
+def per_r_bin(metrics: dict[str, float], name: str) -> list[float]:
+    """The values of validation metric ``name`` for each R bin (``<name>_R<low>-<high>``), or
+    ``[metrics[name]]`` when the model has no R bins: what a selection averages, so that every R
+    bin counts alike whatever its number of examples."""
+    prefix = f"{name}_R"
+    return [value for key, value in metrics.items() if key.startswith(prefix)] or [metrics[name]]
+
+
 def calibration_distance_db(metrics: dict[str, float]) -> float:
     """How far one validation epoch's samples are from calibrated, in dB.
 
@@ -101,8 +109,7 @@ def calibration_distance_db(metrics: dict[str, float]) -> float:
     Args:
         metrics: a validation epoch's metrics, with ``e1_over_ep_db`` and ``target_ratio_db``.
     """
-    ratios = [value for name, value in metrics.items() if name.startswith("e1_over_ep_db_R")]
-    ratios = ratios or [metrics["e1_over_ep_db"]]
+    ratios = per_r_bin(metrics, "e1_over_ep_db")
     return float(np.mean([abs(ratio - metrics["target_ratio_db"]) for ratio in ratios]))
 
 

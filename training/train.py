@@ -57,7 +57,7 @@ from training.config import (
     load_config,
 )
 from training.datasets import RcGANDataModule
-from training.module import RcGANModule, TrainingDiverged, weights_metadata
+from training.module import RcGANModule, TrainingDiverged, per_r_bin, weights_metadata
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
@@ -201,8 +201,7 @@ class BestSpearmanCheckpoint(BestCheckpoint):
         distance = metrics.get("calibration_distance_db", math.nan)
         if not (math.isfinite(distance) and distance <= self.tolerance_db):
             return None
-        values = [value for name, value in metrics.items() if name.startswith("sd_error_spearman_R")]
-        values = values or [metrics["sd_error_spearman"]]
+        values = per_r_bin(metrics, "sd_error_spearman")
         return -sum(values) / len(values)
 
     def describe(self) -> str:

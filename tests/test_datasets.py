@@ -382,3 +382,34 @@ def test_validation_examples_can_be_simulated_like_the_evaluation_files():
                           "data": {"kind": "simulated", "image_size": 128, "val_simulation": "scanner"}})
     with pytest.raises(DatasetError, match="unknown validation simulation 'scanner'"):
         RandomizedBrainDataset(image_size=32, acquisition_size=48, train=False, simulation="scanner")
+
+
+def test_training_examples_can_mix_in_evaluation_like_simulations(monkeypatch):
+    from training import simulate
+    from training.datasets import RandomizedBrainDataset, build_datasets
+
+    made = []
+    for name in ("evaluation_like_kspace", "randomized_kspace"):
+        real = getattr(simulate, name)
+        monkeypatch.setattr(simulate, name, lambda *a, _real=real, _name=name, **k: (
+            made.append(_name), _real(*a, **k))[1])
+
+    def kinds(dataset, count: int) -> list[str]:
+        made.clear()
+        for index in range(count):
+            dataset.measurement(index)
+        return list(made)
+
+    config = _simulated_config(evaluation_like_fraction=1.0)
+    train, val = build_datasets(config)
+    assert train.describe()["evaluation_like_fraction"] == 1.0
+    assert kinds(train, 3) == ["evaluation_like_kspace"] * 3
+    assert val.evaluation_like_fraction == 0.0 and kinds(val, 3) == ["randomized_kspace"] * 3
+    half = RandomizedBrainDataset(image_size=32, acquisition_size=48, evaluation_like_fraction=0.5)
+    assert set(kinds(half, 24)) == {"evaluation_like_kspace", "randomized_kspace"}
+    config.data.evaluation_like_fraction = 0.0
+    assert kinds(build_datasets(config)[0], 3) == ["randomized_kspace"] * 3
+    with pytest.raises(ConfigError, match="data.evaluation_like_fraction"):
+        _simulated_config(evaluation_like_fraction=1.5)
+    with pytest.raises(DatasetError, match="between 0 and 1, got -0.1"):
+        RandomizedBrainDataset(image_size=32, acquisition_size=48, evaluation_like_fraction=-0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import re
@@ -18,7 +19,7 @@ from torch import nn
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.physics.fft import fft2c
 from napari_rcgan.sampler import PosteriorSampler
-from napari_rcgan.weights import read_metadata
+from napari_rcgan.weights import load_weights, read_metadata, save_weights
 from training import losses
 from training.config import ConfigError, config_from_dict
 from training.datasets import RcGANDataModule, write_demo_faces
@@ -360,6 +361,49 @@ def test_mask_agnostic_beta_sd_table_is_tuned_per_r_bin_and_exported(mri_root, t
     finer.on_load_checkpoint(checkpoint)
     table = module.beta_sd_table
     assert finer.beta_sd_table == [table[0], table[0], table[1], table[1], table[2], table[3]]
+
+
+def _weights_of(module: RcGANModule, path: Path, **metadata: object) -> Path:
+    """Plugin weights of ``module``'s generator, with ``metadata`` changes (as an export writes)."""
+    return save_weights(path, module.generator.state_dict(), dataclasses.replace(module.metadata, **metadata))
+
+
+def test_init_generator_starts_from_the_weights_and_their_beta_sd(mri_root, tmp_path, capsys):
+    trained, _ = _agnostic_module(mri_root)
+    table = [{"R_min": 2.0, "R_max": 5.0, "beta_sd": 0.05}, {"R_min": 5.0, "R_max": 8.0, "beta_sd": 0.4}]
+    weights = _weights_of(trained, tmp_path / "calibrated.safetensors", beta_sd=0.4, beta_sd_by_R=table,
+                          training={"config": {"train": {"p_train": 2}}})
+
+    # The generator and its average start from the weights; each bin takes the saved bin of its middle R.
+    fresh, _ = _agnostic_module(mri_root, generator_ema_half_life=10)
+    started = fresh.start_from_weights(load_weights(weights))
+    assert started == "beta_SD: the weights' per-R table 0.05, 0.05, 0.4, 0.4"
+    assert fresh.beta_sd_table == [0.05, 0.05, 0.4, 0.4] and fresh.beta_sd == 0.4
+    for name, value in trained.generator.state_dict().items():
+        assert torch.equal(fresh.generator.state_dict()[name], value)
+        assert torch.equal(fresh.generator_ema.state_dict()[name], value)
+    # A β_SD set in the config wins; weights trained with another P_train keep the nominal value.
+    fixed, _ = _agnostic_module(mri_root, beta_sd=0.2)
+    assert fixed.start_from_weights(load_weights(weights)) == "beta_SD: 0.2 (train.beta_sd)"
+    assert fixed.beta_sd_table == [0.2] * 4
+    other_p = _weights_of(trained, tmp_path / "p8.safetensors", beta_sd_by_R=table,
+                          training={"config": {"train": {"p_train": 8}}})
+    nominal, _ = _agnostic_module(mri_root)
+    assert "trained with P_train = 8" in nominal.start_from_weights(load_weights(other_p))
+    assert nominal.beta_sd_table == [pytest.approx(losses.beta_sd_nominal(2))] * 4
+
+    # End to end: the run says what it took and records it; another architecture is refused.
+    config = _config_file(tmp_path, "smoke-mri.yaml", mri_root, data={"mask": {"kind": "gro", "R": [2, 8]}})
+    trainer = _train(config, tmp_path / "run", "--init-generator", str(weights), "--max-steps", "1")
+    assert "generator and beta_SD: the weights' per-R table 0.05, 0.05, 0.4, 0.4" in capsys.readouterr().err
+    saved = torch.load(tmp_path / "run" / "last.ckpt", weights_only=True)["rcgan"]["dataset"]
+    assert saved["initialised_from"]["weights"] == "calibrated.safetensors"
+    assert saved["initialised_from"]["beta_sd"].endswith("0.05, 0.05, 0.4, 0.4")
+    # Training steps do not tune β_SD (validation does, and none ran).
+    assert trainer.lightning_module.beta_sd_table == [0.05, 0.05, 0.4, 0.4]
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "wider"), "--init-generator",
+                       str(weights), "--set", "model.base_width=4"]) == 2
+    assert "has base_width = 8 but" in capsys.readouterr().err
 
 
 def test_pooled_beta_sd_bins_also_move_their_neighbours(mri_root):

@@ -116,6 +116,9 @@ class DataConfig:
         blur_probability: MRI ``simulated``: fraction of the training and validation examples
             whose anatomy is blurred before the acquisition is simulated (lower native
             resolution; :func:`training.simulate.randomized_kspace`).
+        evaluation_like_fraction: MRI ``simulated``: fraction of the training examples
+            simulated like the evaluation files (as ``val_simulation: evaluation``) instead of
+            domain-randomised; 0 (default) trains on randomised examples only.
     """
 
     root: str | None = None
@@ -144,6 +147,7 @@ class DataConfig:
     val_contrasts: str = "randomised"
     val_simulation: str = "randomised"
     blur_probability: float = 0.0
+    evaluation_like_fraction: float = 0.0
 
     def folder(self, split: str) -> Path | None:
         """The resolved folder of ``split`` (``"train"`` or ``"val"``), or None."""
@@ -667,6 +671,9 @@ def _validate_mri(config: Config, fail) -> None:
             fail("data.examples_per_epoch", f"must be at least 1, got {data.examples_per_epoch}")
         if not 0.0 <= data.blur_probability <= 1.0:
             fail("data.blur_probability", f"must be between 0 and 1, got {data.blur_probability}")
+        if not 0.0 <= data.evaluation_like_fraction <= 1.0:
+            fail("data.evaluation_like_fraction",
+                 f"must be between 0 and 1, got {data.evaluation_like_fraction}")
         from training.simulate import CONTRAST_SETS, VALIDATION_SIMULATIONS  # heavy imports
 
         _require_one_of(fail, "data.val_contrasts", data.val_contrasts, CONTRAST_SETS)

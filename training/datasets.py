@@ -347,8 +347,9 @@ class RandomizedBrainDataset(Dataset):
             (:func:`training.simulate.randomized_kspace`).
         simulation: validation examples only: ``randomised`` (like training) or ``evaluation``
             (like the evaluation and sample files, :func:`training.simulate.evaluation_like_kspace`;
-            ``contrasts`` and ``blur_probability`` do not apply). Training examples are always
-            randomised.
+            ``contrasts`` and ``blur_probability`` do not apply).
+        evaluation_like_fraction: training examples only: the fraction simulated like the
+            evaluation files instead of randomised.
     """
 
     def __init__(
@@ -369,6 +370,7 @@ class RandomizedBrainDataset(Dataset):
         contrasts: str = "randomised",
         blur_probability: float = 0.0,
         simulation: str = "randomised",
+        evaluation_like_fraction: float = 0.0,
     ) -> None:
         from training import simulate
 
@@ -391,7 +393,12 @@ class RandomizedBrainDataset(Dataset):
         self.coil_compression = coil_compression
         self.contrasts = contrasts
         self.blur_probability = float(blur_probability)
+        if not 0.0 <= evaluation_like_fraction <= 1.0:
+            raise DatasetError(
+                f"evaluation_like_fraction must be between 0 and 1, got {evaluation_like_fraction}"
+            )
         self.simulation = "randomised" if train else simulation
+        self.evaluation_like_fraction = float(evaluation_like_fraction) if train else 0.0
         self.train = train
         self.seed = int(seed)
         self._fixed_examples: dict[int, dict[str, torch.Tensor]] = {}
@@ -427,6 +434,7 @@ class RandomizedBrainDataset(Dataset):
             contrasts="randomised" if train else data.val_contrasts,
             blur_probability=data.blur_probability,
             simulation=data.val_simulation,
+            evaluation_like_fraction=data.evaluation_like_fraction,
         )
 
     def __len__(self) -> int:
@@ -446,7 +454,11 @@ class RandomizedBrainDataset(Dataset):
         orientation = simulate.ORIENTATIONS[int(rng.integers(len(simulate.ORIENTATIONS)))]
         positions = self.positions[(source, orientation)]
         position = positions[int(rng.integers(len(positions)))]
-        if self.simulation == "evaluation":
+        simulation = self.simulation
+        # Drawn only when mixing, so that purely randomised runs keep their random stream.
+        if self.evaluation_like_fraction > 0 and rng.random() < self.evaluation_like_fraction:
+            simulation = "evaluation"
+        if simulation == "evaluation":
             kspace = simulate.evaluation_like_kspace(source, orientation, position, self.image_size[0], rng)
         else:
             volume = simulate.cached_anatomy(source, "t1")  # read-only, shared: no copy per example
@@ -488,6 +500,7 @@ class RandomizedBrainDataset(Dataset):
             "fov": self.fov,
             "coil_compression": self.coil_compression,
             "simulation": self.simulation,
+            "evaluation_like_fraction": self.evaluation_like_fraction,
             "randomisation": (
                 "random piecewise-linear contrasts ("
                 + ("T1/T2/PD-like" if self.contrasts == "realistic" else "T1/T2/PD-like and arbitrary")

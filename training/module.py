@@ -53,7 +53,7 @@ from napari_rcgan import stats
 from napari_rcgan.metrics import feature_weights
 from napari_rcgan.models import CoModCritic, Critic
 from napari_rcgan.physics import transforms
-from napari_rcgan.weights import NOISE_CHANNELS, WeightsMetadata, build_generator
+from napari_rcgan.weights import NOISE_CHANNELS, Weights, WeightsMetadata, build_generator
 from training import comodgan_losses, losses
 from training.config import ADV_SCHEDULE, Config, config_from_dict
 
@@ -629,6 +629,38 @@ class RcGANModule(L.LightningModule):
             return
         self.beta_sd_table = losses.fit_beta_sd_table(self.beta_sd_table, self.r_bins, degree)
         self.beta_sd = self.middle_bin_beta_sd()
+
+    def start_from_weights(self, weights: Weights) -> str:
+        """Start from plugin weights of this architecture (``--init-generator``); says what was taken.
+
+        The generator and its weight average start from ``weights``. β_SD starts from the value
+        the weights were trained to (their per-R table remapped onto ``train.beta_sd_bins``, or
+        their single value), so that fine-tuning calibrated weights continues calibrated, unless
+        ``train.beta_sd`` is set, the method has no β_SD, or the weights were trained with
+        another P_train (β_SD's scale depends on it).
+        """
+        self.generator.load_state_dict(weights.state_dict)
+        if hasattr(self, "generator_ema"):
+            self.generator_ema.load_state_dict(self.generator.state_dict())
+        found = weights.metadata
+        p_train = ((found.training or {}).get("config") or {}).get("train", {}).get("p_train")
+        if self.config.method != "rcgan":
+            return f"beta_SD: not used by {self.config.method}"
+        if self.config.train.beta_sd is not None:
+            return f"beta_SD: {self.beta_sd:g} (train.beta_sd)"
+        if p_train not in (None, self.config.train.p_train):
+            return (f"beta_SD: nominal {self.beta_sd:.4g} (the weights were trained with "
+                    f"P_train = {p_train}, this run uses {self.config.train.p_train})")
+        if self.r_bins and found.beta_sd_by_R:
+            self.beta_sd_table = losses.remap_beta_sd_table(found.beta_sd_by_R, self.r_bins)
+            self.beta_sd = self.middle_bin_beta_sd()
+            return "beta_SD: the weights' per-R table " + ", ".join(
+                f"{beta:.4g}" for beta in self.beta_sd_table)
+        if found.beta_sd is not None:
+            self.beta_sd = float(found.beta_sd)
+            self.beta_sd_table = [self.beta_sd] * len(self.r_bins)
+            return f"beta_SD: the weights' {self.beta_sd:.4g}"
+        return f"beta_SD: nominal {self.beta_sd:.4g} (the weights record none)"
 
     def middle_bin_beta_sd(self) -> float:
         """β_SD of the table's bin that holds the middle of the R range (the scalar ``beta_sd``)."""

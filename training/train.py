@@ -47,7 +47,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from napari_rcgan.cli import one_line_warnings
 from napari_rcgan.errors import RcganError
 from napari_rcgan.io import atomic_output, remove_stale_temporaries
-from napari_rcgan.weights import load_weights
+from napari_rcgan.weights import Weights, load_weights
 from training.config import (
     PRECISIONS,
     Config,
@@ -315,8 +315,8 @@ def check_resumable(checkpoint_path: Path, config: Config) -> None:
             )
 
 
-def init_generator(config: Config, spec: str) -> dict[str, Any]:
-    """Check that the weights ``spec`` fit the generator of ``config``; describe them.
+def init_generator(config: Config, spec: str) -> tuple[Weights, dict[str, Any]]:
+    """Load the weights ``spec``, check that they fit the generator of ``config``; describe them.
 
     Raises:
         ConfigError: unreadable weights or another architecture (named keys).
@@ -335,7 +335,7 @@ def init_generator(config: Config, spec: str) -> dict[str, Any]:
                 f"{config.source} builds {getattr(expected, key)!r}"
             )
     training = found.training or {}
-    return {
+    return weights, {
         "weights": Path(weights.source).name,
         "iterations": training.get("iterations"),
         "notes": found.notes,
@@ -407,13 +407,14 @@ def run(argv: Sequence[str] | None = None) -> L.Trainer:
     datamodule = RcGANDataModule(config)
     datamodule.setup("fit")  # scans and validates the data before any process starts training
     description = datamodule.describe()
+    initial_weights = None
     if args.init_generator is not None and not args.resume:
-        description["initialised_from"] = init_generator(config, args.init_generator)
+        initial_weights, description["initialised_from"] = init_generator(config, args.init_generator)
     module = RcGANModule(config, dataset=description)
-    if args.init_generator is not None and not args.resume:
-        module.generator.load_state_dict(load_weights(args.init_generator).state_dict)
-        if hasattr(module, "generator_ema"):
-            module.generator_ema.load_state_dict(module.generator.state_dict())
+    if initial_weights is not None:
+        started = module.start_from_weights(initial_weights)
+        description["initialised_from"]["beta_sd"] = started
+        print(f"--init-generator {args.init_generator}: generator and {started}", file=sys.stderr)
     trainer = build_trainer(config, out, args)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)

@@ -401,9 +401,15 @@ def test_init_generator_starts_from_the_weights_and_their_beta_sd(mri_root, tmp_
     assert saved["initialised_from"]["beta_sd"].endswith("0.05, 0.05, 0.4, 0.4")
     # Training steps do not tune β_SD (validation does, and none ran).
     assert trainer.lightning_module.beta_sd_table == [0.05, 0.05, 0.4, 0.4]
-    assert train_main(["--config", str(config), "--out", str(tmp_path / "wider"), "--init-generator",
+    # Weights of a narrower UNet are widened; a wider one cannot be narrowed.
+    trainer = _train(config, tmp_path / "wider", "--init-generator", str(weights), "--max-steps", "1",
+                     "--set", "model.base_width=12")
+    assert "generator widened from base width 8 to 12 and beta_SD" in capsys.readouterr().err
+    assert trainer.lightning_module.generator.down_sample_layers[0].conv_1.out_channels == 12
+    assert train_main(["--config", str(config), "--out", str(tmp_path / "narrower"), "--init-generator",
                        str(weights), "--set", "model.base_width=4"]) == 2
-    assert "has base_width = 8 but" in capsys.readouterr().err
+    assert "has base_width = 8 but" in (error := capsys.readouterr().err)
+    assert "(a UNet can only be widened)" in error
 
 
 def test_pooled_beta_sd_bins_also_move_their_neighbours(mri_root):

@@ -137,6 +137,35 @@ def test_input_skip_adds_the_measurement_to_the_output():
     assert "input skip" in metadata.describe()
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_a_widened_unet_computes_what_the_narrow_one_did(training):
+    from napari_rcgan.models.unet import ResidualUNet
+
+    torch.manual_seed(0)
+    narrow = ResidualUNet(18, 16, base_width=4, num_pool_layers=3, input_skip=True)
+    with torch.no_grad():  # trained-looking BatchNorms, so that their copies matter
+        for module in narrow.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.5, 0.5)
+    wide = ResidualUNet(18, 16, base_width=6, num_pool_layers=3, input_skip=True)
+    x = torch.randn(2, 18, 24, 20)
+    narrow.train(training)
+    wide.train(training)
+    assert not torch.allclose(wide(x), narrow(x), atol=1e-3)
+    wide.load_narrower(narrow)
+    torch.testing.assert_close(wide(x), narrow(x), atol=1e-5, rtol=1e-5)
+    # The extra channels exist and are free to learn: their own weights are not all zero.
+    first = wide.down_sample_layers[0].conv_1.weight
+    assert first.shape[0] == 6 and first[4:].abs().sum() > 0
+    with pytest.raises(ValueError, match="wider than this one's"):
+        narrow.load_narrower(wide)
+    with pytest.raises(ValueError, match="same depth"):
+        wide.load_narrower(ResidualUNet(18, 16, base_width=4, num_pool_layers=2, input_skip=True))
+
+
 def test_acceleration_warning_names_r_and_the_trained_range():
     from napari_rcgan.weights import WeightsMetadata
 

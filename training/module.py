@@ -637,9 +637,13 @@ class RcGANModule(L.LightningModule):
         the weights were trained to (their per-R table remapped onto ``train.beta_sd_bins``, or
         their single value), so that fine-tuning calibrated weights continues calibrated, unless
         ``train.beta_sd`` is set, the method has no β_SD, or the weights were trained with
-        another P_train (β_SD's scale depends on it).
+        another P_train (β_SD's scale depends on it). UNet weights of a smaller base width are
+        widened without changing what the generator computes (:meth:`ResidualUNet.load_narrower`).
         """
-        self.generator.load_state_dict(weights.state_dict)
+        if weights.metadata.base_width == self.metadata.base_width:
+            self.generator.load_state_dict(weights.state_dict)
+        else:
+            self.generator.load_narrower(weights.build_generator())
         if hasattr(self, "generator_ema"):
             self.generator_ema.load_state_dict(self.generator.state_dict())
         found = weights.metadata

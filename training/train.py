@@ -329,17 +329,23 @@ def init_generator(config: Config, spec: str) -> tuple[Weights, dict[str, Any]]:
     found = weights.metadata
     for key in ("task", "image_size", "channels", "architecture", "base_width", "num_pool_layers",
                 "input_skip", "latent_dim", "mapping_layers", "channel_base", "channel_max"):
-        if getattr(found, key) != getattr(expected, key):
+        widens = (key == "base_width" and found.architecture == "unet"
+                  and found.base_width < expected.base_width)
+        if getattr(found, key) != getattr(expected, key) and not widens:
             raise ConfigError(
                 f"--init-generator: {weights.source} has {key} = {getattr(found, key)!r} but "
                 f"{config.source} builds {getattr(expected, key)!r}"
+                + (" (a UNet can only be widened)" if key == "base_width" else "")
             )
     training = found.training or {}
-    return weights, {
+    description = {
         "weights": Path(weights.source).name,
         "iterations": training.get("iterations"),
         "notes": found.notes,
     }
+    if found.base_width != expected.base_width:
+        description["widened_from_base_width"] = found.base_width
+    return weights, description
 
 
 def build_trainer(config: Config, out: Path, args: argparse.Namespace) -> L.Trainer:
@@ -414,7 +420,10 @@ def run(argv: Sequence[str] | None = None) -> L.Trainer:
     if initial_weights is not None:
         started = module.start_from_weights(initial_weights)
         description["initialised_from"]["beta_sd"] = started
-        print(f"--init-generator {args.init_generator}: generator and {started}", file=sys.stderr)
+        narrower = description["initialised_from"].get("widened_from_base_width")
+        generator = "generator" if narrower is None else (
+            f"generator widened from base width {narrower} to {config.model.base_width}")
+        print(f"--init-generator {args.init_generator}: {generator} and {started}", file=sys.stderr)
     trainer = build_trainer(config, out, args)
     if trainer.is_global_zero:
         out.mkdir(parents=True, exist_ok=True)

@@ -145,6 +145,43 @@ class ResidualUNet(nn.Module):
         output = self.conv2(x)
         return output + measurement if self.input_skip else output
 
+    def load_narrower(self, narrow: ResidualUNet) -> None:
+        """Take over a narrower UNet of the same depth and channels so that this one computes the
+        same function (function-preserving widening, as Net2WiderNet).
+
+        Every convolution, BatchNorm and PReLU of ``narrow`` is copied into the first channels of
+        its counterpart here (the concatenated inputs of the up blocks channel by channel: skip
+        first, upsampled second). The extra channels keep their fresh initialisation, but every
+        weight that reads an extra channel starts at zero, so the extra channels change nothing
+        until training makes them useful.
+
+        Raises:
+            ValueError: ``narrow`` has another depth, other input/output channels or is wider.
+        """
+        if not isinstance(narrow, ResidualUNet) or (
+            (narrow.in_channels, narrow.out_channels, narrow.input_skip, narrow.code_channels,
+             len(narrow.down_sample_layers))
+            != (self.in_channels, self.out_channels, self.input_skip, self.code_channels,
+                len(self.down_sample_layers))
+        ):
+            raise ValueError("load_narrower needs a ResidualUNet of the same depth, channels and input skip")
+        wide_modules = dict(self.named_modules())
+        concatenated_inputs = {id(block.layers[0]) for block in narrow.up_sample_layers}
+        with torch.no_grad():
+            for name, small in narrow.named_modules():
+                big = wide_modules[name]
+                if isinstance(small, nn.BatchNorm2d | nn.PReLU):
+                    for key, value in small.state_dict().items():
+                        target = big.state_dict()[key]
+                        if value.ndim == 0:
+                            target.copy_(value)
+                        else:
+                            target[: value.shape[0]] = value
+                elif isinstance(small, nn.Conv2d | nn.ConvTranspose2d):
+                    if any(a > b for a, b in zip(small.weight.shape, big.weight.shape, strict=True)):
+                        raise ValueError(f"load_narrower: {name} of the other UNet is wider than this one's")
+                    _embed_convolution(small, big, concatenated=id(small) in concatenated_inputs)
+
     def code_shape(self, height: int, width: int) -> tuple[int, ...]:
         """Shape of one sample's code: ``code_channels`` standard-normal images ``(c, H, W)``."""
         return (self.code_channels, height, width)
@@ -152,3 +189,25 @@ class ResidualUNet(nn.Module):
     def sample(self, condition: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """Output for ``condition (B, in − c, H, W)`` and ``code (B, c, H, W)``."""
         return self(torch.cat([condition, code.to(condition.dtype)], dim=1))
+
+
+def _embed_convolution(small: nn.Conv2d | nn.ConvTranspose2d, big: nn.Conv2d | nn.ConvTranspose2d,
+                       concatenated: bool) -> None:
+    """Copy ``small`` into the first channels of ``big``; ``big``'s weights reading any other input
+    channel become zero. ``concatenated``: the input is two equal halves (skip, upsampled), each
+    mapped onto the start of its half."""
+    transposed = isinstance(small, nn.ConvTranspose2d)
+    small_weight = small.weight.transpose(0, 1) if transposed else small.weight  # (out, in, k, k)
+    big_weight = big.weight.transpose(0, 1) if transposed else big.weight
+    small_in, big_in = small_weight.shape[1], big_weight.shape[1]
+    inputs = torch.arange(small_in)
+    if concatenated:
+        inputs = torch.cat([inputs[: small_in // 2], big_in // 2 + inputs[: small_in // 2]])
+    outputs = torch.arange(small_weight.shape[0])
+    reads_new_channels = torch.ones(big_in, dtype=torch.bool)
+    reads_new_channels[inputs] = False
+    big_weight[:, reads_new_channels] = 0
+    big_weight[outputs[:, None], inputs[None, :]] = small_weight
+    if small.bias is not None:
+        big.bias[outputs] = small.bias
+

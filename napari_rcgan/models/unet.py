@@ -147,7 +147,8 @@ class ResidualUNet(nn.Module):
 
     def load_narrower(self, narrow: ResidualUNet) -> None:
         """Take over a narrower UNet of the same depth and channels so that this one computes the
-        same function (function-preserving widening, as Net2WiderNet).
+        same function (function-preserving widening; unlike Net2WiderNet, which duplicates units,
+        the extra channels are new and start unread).
 
         Every convolution, BatchNorm and PReLU of ``narrow`` is copied into the first channels of
         its counterpart here (the concatenated inputs of the up blocks channel by channel: skip

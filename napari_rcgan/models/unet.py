@@ -172,8 +172,9 @@ class ResidualUNet(nn.Module):
             for name, small in narrow.named_modules():
                 big = wide_modules[name]
                 if isinstance(small, nn.BatchNorm2d | nn.PReLU):
+                    targets = big.state_dict()  # views of big's tensors: writing them writes big
                     for key, value in small.state_dict().items():
-                        target = big.state_dict()[key]
+                        target = targets[key]
                         if value.ndim == 0:
                             target.copy_(value)
                         else:

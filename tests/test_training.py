@@ -382,6 +382,7 @@ def test_init_generator_starts_from_the_weights_and_their_beta_sd(mri_root, tmp_
     for name, value in trained.generator.state_dict().items():
         assert torch.equal(fresh.generator.state_dict()[name], value)
         assert torch.equal(fresh.generator_ema.state_dict()[name], value)
+    assert fresh.generator_ema_updates == fresh.warmed_up_ema_updates()  # trained weights: no warm-up
     # A β_SD set in the config wins; weights trained with another P_train keep the nominal value.
     fixed, _ = _agnostic_module(mri_root, beta_sd=0.2)
     assert fixed.start_from_weights(load_weights(weights)) == "beta_SD: 0.2 (train.beta_sd)"
@@ -666,6 +667,9 @@ def test_generator_weight_average_is_validated_resumed_and_exported(mri_root, tm
     for old, new, current in zip(before, module.generator_ema.parameters(), module.generator.parameters()):
         torch.testing.assert_close(new, old + step * (current - old))
 
+    # The average started from the trained generator of the first run, so it skipped the warm-up.
+    assert checkpoint["state_dict"]["generator_ema_updates"] == module.warmed_up_ema_updates() + 2
+
     # The export holds the average, and says so.
     exported = export_checkpoint(out / "last.ckpt", tmp_path / "averaged.safetensors")
     from safetensors.torch import load_file
@@ -676,5 +680,26 @@ def test_generator_weight_average_is_validated_resumed_and_exported(mri_root, tm
     # Resumed without the average, the run trains on (the average is dropped, not an error).
     trainer = _train(config, out, "--max-steps", "5", "--resume")
     assert not hasattr(trainer.lightning_module, "generator_ema")
-    assert not any(key.startswith("generator_ema.")
+    assert not any(key.startswith("generator_ema")
                    for key in torch.load(out / "last.ckpt", weights_only=True)["state_dict"])
+
+
+def test_weight_average_of_a_run_from_random_weights_warms_up(mri_root):
+    module, _ = _agnostic_module(mri_root, generator_ema_half_life=400)
+    assert module.generator_ema_updates == 0
+    # The first step moves the average 9/10 of the way to the generator, not 1 - 0.5^(1/400) of it:
+    # validation and the beta_SD tuning must not judge the random start.
+    before = [parameter.clone() for parameter in module.generator_ema.parameters()]
+    with torch.no_grad():
+        for parameter in module.generator.parameters():
+            parameter.add_(1.0)
+    module.update_generator_ema()
+    assert module.generator_ema_updates == 1
+    for old, new, current in zip(before, module.generator_ema.parameters(), module.generator.parameters()):
+        torch.testing.assert_close(new, old + 0.9 * (current - old))
+    # The memory grows with the run until it reaches the half-life, and stays there.
+    decays = [module.generator_ema_decay(n) for n in (0, 10, 100, 1000)]
+    assert decays == sorted(decays) and decays[0] == pytest.approx(0.1)
+    warm, nominal = module.warmed_up_ema_updates(), 0.5 ** (1 / 400)
+    assert module.generator_ema_decay(warm) == nominal == module.generator_ema_decay(10 ** 6)
+    assert module.generator_ema_decay(warm - 1) < nominal

@@ -243,7 +243,8 @@ class TrainConfig:
         generator_ema_half_life: keep an exponential moving average of the generator's weights
             with this half-life in iterations (null: off, as in the paper). Validation, the
             β_SD auto-tuning and the export then use the averaged generator; training updates
-            the raw one (README, *β_SD per R*: what it did on the demo run).
+            the raw one. From random weights the average warms up (its n-th step decays by at
+            most ``(1 + n)/(10 + n)``; README, *β_SD per R*: why, and what it did on the demo run).
         l2_weight: weight of L_2,P for ``method: ohayon``.
         r1_gamma: ``method: comodgan``: R1 penalty weight γ (the critic loss gets
             ``γ/2·E||∇D(x)||²`` on real images; 10 in CoModGAN).

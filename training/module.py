@@ -61,6 +61,8 @@ GENERATOR_PREFIX = "generator."
 """State-dict prefix of the trained generator in a checkpoint."""
 AVERAGED_GENERATOR_PREFIX = "generator_ema."
 """The weight average of ``train.generator_ema_half_life``: exported instead when present."""
+AVERAGE_UPDATES_KEY = "generator_ema_updates"
+"""Buffer counting the updates of the weight average, for its warm-up (saved with checkpoints)."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -153,6 +155,7 @@ class RcGANModule(L.LightningModule):
         self.generator = build_generator(self.metadata)
         if cfg.train.generator_ema_half_life is not None:
             self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False)
+            self.register_buffer(AVERAGE_UPDATES_KEY, torch.zeros((), dtype=torch.long))
         self.critic = build_critic(cfg, self.metadata)
         if cfg.method == "comodgan" and cfg.train.pl_weight > 0:
             self.register_buffer("path_length_mean", torch.zeros(()))
@@ -182,15 +185,33 @@ class RcGANModule(L.LightningModule):
         ``train.generator_ema_half_life`` is set, else the trained generator."""
         return getattr(self, "generator_ema", self.generator)
 
+    def generator_ema_decay(self, updates: int) -> float:
+        """Decay ``d`` of the weight average's next step after ``updates`` steps.
+
+        ``d = min(0.5^(1/h), (1 + n)/(10 + n))`` for the half-life ``h`` in iterations: the warm-up
+        of TensorFlow's ``ExponentialMovingAverage(num_updates=n)``, so that the average of a run
+        from random weights follows its generator within tens of iterations instead of holding
+        on to the random start for ``h`` (validation and the β_SD tuning use the average).
+        """
+        return min(0.5 ** (1.0 / self.config.train.generator_ema_half_life), (1 + updates) / (10 + updates))
+
+    def warmed_up_ema_updates(self) -> int:
+        """The fewest updates after which the warm-up no longer shortens the average's memory:
+        the count given to an average that starts from trained weights."""
+        decay = 0.5 ** (1.0 / self.config.train.generator_ema_half_life)
+        return max(0, math.ceil((10 * decay - 1) / (1 - decay)))
+
     @torch.no_grad()
     def update_generator_ema(self) -> None:
-        """One step of the weight average: ``ema ← d·ema + (1 − d)·weights``, ``d = 0.5^(1/h)``
-        for the half-life ``h`` in iterations (buffers are copied)."""
-        decay = 0.5 ** (1.0 / self.config.train.generator_ema_half_life)
+        """One step of the weight average: ``ema ← d·ema + (1 − d)·weights`` with ``d`` from
+        :meth:`generator_ema_decay` (buffers are copied)."""
+        updates = getattr(self, AVERAGE_UPDATES_KEY)
+        decay = self.generator_ema_decay(int(updates))
         for averaged, current in zip(self.generator_ema.parameters(), self.generator.parameters()):
             averaged.lerp_(current.detach(), 1.0 - decay)
         for averaged, current in zip(self.generator_ema.buffers(), self.generator.buffers()):
             averaged.copy_(current)
+        updates.add_(1)
 
     def generate(
         self, batch: dict[str, Tensor], count: int, generator: torch.nn.Module | None = None
@@ -646,6 +667,7 @@ class RcGANModule(L.LightningModule):
             self.generator.load_narrower(weights.build_generator())
         if hasattr(self, "generator_ema"):
             self.generator_ema.load_state_dict(self.generator.state_dict())
+            getattr(self, AVERAGE_UPDATES_KEY).fill_(self.warmed_up_ema_updates())
         found = weights.metadata
         p_train = ((found.training or {}).get("config") or {}).get("train", {}).get("p_train")
         if self.config.method != "rcgan":
@@ -709,9 +731,12 @@ class RcGANModule(L.LightningModule):
                 AVERAGED_GENERATOR_PREFIX + key[len(GENERATOR_PREFIX):]: value.clone()
                 for key, value in list(weights.items()) if key.startswith(GENERATOR_PREFIX)
             })
+        if hasattr(self, "generator_ema") and AVERAGE_UPDATES_KEY not in weights:
+            # An average from trained weights, or saved before the warm-up existed, is past it.
+            weights[AVERAGE_UPDATES_KEY] = torch.tensor(self.warmed_up_ema_updates())
         elif not hasattr(self, "generator_ema"):
-            for key in averaged:
-                del weights[key]
+            for key in [*averaged, AVERAGE_UPDATES_KEY]:
+                weights.pop(key, None)
         state = checkpoint.get("rcgan", {})
         self.beta_sd = float(state.get("beta_sd", self.beta_sd))
         self.beta_sd_history = list(state.get("beta_sd_history", []))

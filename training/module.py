@@ -185,6 +185,11 @@ class RcGANModule(L.LightningModule):
         ``train.generator_ema_half_life`` is set, else the trained generator."""
         return getattr(self, "generator_ema", self.generator)
 
+    @property
+    def nominal_ema_decay(self) -> float:
+        """``0.5^(1/h)`` for the weight average's half-life ``h`` in iterations."""
+        return 0.5 ** (1.0 / self.config.train.generator_ema_half_life)
+
     def generator_ema_decay(self, updates: int) -> float:
         """Decay ``d`` of the weight average's next step after ``updates`` steps.
 
@@ -193,12 +198,12 @@ class RcGANModule(L.LightningModule):
         from random weights follows its generator within tens of iterations instead of holding
         on to the random start for ``h`` (validation and the β_SD tuning use the average).
         """
-        return min(0.5 ** (1.0 / self.config.train.generator_ema_half_life), (1 + updates) / (10 + updates))
+        return min(self.nominal_ema_decay, (1 + updates) / (10 + updates))
 
     def warmed_up_ema_updates(self) -> int:
         """The fewest updates after which the warm-up no longer shortens the average's memory:
         the count given to an average that starts from trained weights."""
-        decay = 0.5 ** (1.0 / self.config.train.generator_ema_half_life)
+        decay = self.nominal_ema_decay
         return max(0, math.ceil((10 * decay - 1) / (1 - decay)))
 
     @torch.no_grad()

@@ -204,7 +204,7 @@ class RcGANModule(L.LightningModule):
         """The fewest updates after which the warm-up no longer shortens the average's memory:
         the count given to an average that starts from trained weights."""
         decay = self.nominal_ema_decay
-        return max(0, math.ceil((10 * decay - 1) / (1 - decay)))
+        return math.ceil((10 * decay - 1) / (1 - decay))
 
     @torch.no_grad()
     def update_generator_ema(self) -> None:
@@ -730,16 +730,16 @@ class RcGANModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         weights = checkpoint.get("state_dict", {})
         averaged = [key for key in weights if key.startswith(AVERAGED_GENERATOR_PREFIX)]
-        if hasattr(self, "generator_ema") and not averaged:
-            # Resuming a run without a weight average: the average starts from the generator.
-            weights.update({
-                AVERAGED_GENERATOR_PREFIX + key[len(GENERATOR_PREFIX):]: value.clone()
-                for key, value in list(weights.items()) if key.startswith(GENERATOR_PREFIX)
-            })
-        if hasattr(self, "generator_ema") and AVERAGE_UPDATES_KEY not in weights:
+        if hasattr(self, "generator_ema"):
+            if not averaged:
+                # Resuming a run without a weight average: the average starts from the generator.
+                weights.update({
+                    AVERAGED_GENERATOR_PREFIX + key[len(GENERATOR_PREFIX):]: value.clone()
+                    for key, value in list(weights.items()) if key.startswith(GENERATOR_PREFIX)
+                })
             # An average from trained weights, or saved before the warm-up existed, is past it.
-            weights[AVERAGE_UPDATES_KEY] = torch.tensor(self.warmed_up_ema_updates())
-        elif not hasattr(self, "generator_ema"):
+            weights.setdefault(AVERAGE_UPDATES_KEY, torch.tensor(self.warmed_up_ema_updates()))
+        else:
             for key in [*averaged, AVERAGE_UPDATES_KEY]:
                 weights.pop(key, None)
         state = checkpoint.get("rcgan", {})

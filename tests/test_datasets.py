@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_rcgan.errors import InputFileError
+from napari_rcgan.errors import InputFileError, ParameterError
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.physics.inpainting import center_square_hole
 from napari_rcgan.sampler import PosteriorSampler
@@ -413,3 +413,53 @@ def test_training_examples_can_mix_in_evaluation_like_simulations(monkeypatch):
         _simulated_config(evaluation_like_fraction=1.5)
     with pytest.raises(DatasetError, match="between 0 and 1, got -0.1"):
         RandomizedBrainDataset(image_size=32, acquisition_size=48, evaluation_like_fraction=-0.1)
+
+
+def test_training_can_draw_single_slices_of_more_subjects_by_weight(monkeypatch):
+    from training import simulate
+    from training.datasets import RandomizedBrainDataset, build_datasets
+
+    slices = simulate.slice_anatomy("dipy")
+    assert len(slices) == 11  # dipy's T1 coronal slice and its ten b0 slices
+    for plane in slices:
+        assert plane.dtype == np.float32 and 0.0 <= plane.min() and plane.max() <= 1.0
+        assert plane[0].max() == plane[-1].max() == 0.0 or plane.max() > 0.5  # cut to the object
+        assert min(plane.shape) >= 64 and not plane.flags.writeable
+    # The b0 slices are inverted to a T1-like contrast: their ventricles are darker than tissue.
+    b0 = slices[5]
+    centre = b0[b0.shape[0] // 2 - 5: b0.shape[0] // 2 + 5, b0.shape[1] // 2 - 5: b0.shape[1] // 2 + 5]
+    assert centre.min() < 0.6 * np.median(b0[b0 > 0.3])
+
+    drawn = []
+    real = simulate.randomized_kspace
+    monkeypatch.setattr(simulate, "randomized_kspace", lambda plane, *a, **k: (
+        drawn.append(any(plane is s for s in slices)), real(plane, *a, **k))[1])
+    config = _simulated_config(anatomy=["colin27", "dipy"], anatomy_weights=[1.0, 3.0])
+    train, val = build_datasets(config)
+    assert train.sources == ("colin27", "dipy") and np.allclose(train.source_probabilities, [0.25, 0.75])
+    names = [train.measurement(i).source for i in range(24)]
+    assert 12 <= sum(drawn) <= 23 and sum("dipy as acquired" in n for n in names) == sum(drawn)
+    assert train.describe()["slice_positions"] == sum(len(p) for p in train.positions.values()) + 11
+    # Validation has no slice sources: its examples, and their random stream, are Colin27's.
+    drawn.clear()
+    assert val.sources == ("colin27",) and val.source_probabilities is None
+    alone = build_datasets(_simulated_config())[1]
+    torch.testing.assert_close(val[0]["target"], alone[0]["target"])
+    assert not any(drawn)
+    # Evaluation-like mixing applies to volumes; slices are always domain-randomised.
+    mixed = RandomizedBrainDataset(image_size=32, acquisition_size=48, anatomy=["colin27", "dipy"],
+                                   anatomy_weights=[1e-6, 1.0], evaluation_like_fraction=1.0)
+    assert "dipy" in mixed.measurement(0).source
+
+    with pytest.raises(ConfigError, match="data.anatomy_weights"):
+        _simulated_config(anatomy=["colin27", "dipy"], anatomy_weights=[1.0])
+    with pytest.raises(ConfigError, match="must include a volume"):
+        _simulated_config(anatomy=["dipy"])
+    with pytest.raises(ConfigError, match="data.anatomy"):
+        _simulated_config(anatomy=["colin27", "hcp"])
+    with pytest.raises(DatasetError, match="positive weight to each of the 2 sources"):
+        RandomizedBrainDataset(anatomy=["colin27", "dipy"], anatomy_weights=[1.0, 0.0])
+    with pytest.raises(DatasetError, match="at least one volume"):
+        RandomizedBrainDataset(anatomy=["dipy"])
+    with pytest.raises(ParameterError, match="unknown slice anatomy"):
+        simulate.slice_anatomy("colin27")

@@ -36,7 +36,8 @@ MASK_KINDS = ("gro", "equispaced", "random")
 HOLE_KINDS = ("center", "random")
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DATA_KINDS = ("fastmri", "simulated")
-ANATOMY_SOURCES = ("colin27", "mni152")
+VOLUME_ANATOMY = ("colin27", "mni152")  # training.simulate.SOURCES (not imported: heavy)
+ANATOMY_SOURCES = (*VOLUME_ANATOMY, "dipy")  # ... + training.simulate.SLICE_SOURCES
 ADV_SCHEDULE = "schedule"
 
 
@@ -101,7 +102,10 @@ class DataConfig:
             volumes with more coils, as the rcGAN reference) or ``always`` (also rotate volumes
             with exactly ``coils`` into virtual coils); stored in the weights.
         anatomy: MRI ``simulated``: anatomy sources used for training and validation
-            (``colin27``, ``mni152``); the others stay out for evaluation.
+            (the volumes ``colin27``, ``mni152``; at least one) and for training only (``dipy``:
+            11 single slices of two more subjects); the others stay out for evaluation.
+        anatomy_weights: MRI ``simulated``: the probability of each ``anatomy`` source
+            (normalised; one positive weight per source); null draws them uniformly.
         acquisition_size: MRI ``simulated``: side of the simulated acquisition, mapped to
             ``image_size`` by ``fov``.
         examples_per_epoch: MRI ``simulated``: training examples per epoch.
@@ -142,6 +146,7 @@ class DataConfig:
     fov: str = "crop"
     coil_compression: str = "reference"
     anatomy: list[str] = field(default_factory=lambda: ["colin27"])
+    anatomy_weights: list[float] | None = None
     acquisition_size: int = 256
     examples_per_epoch: int = 1000
     val_contrasts: str = "randomised"
@@ -665,6 +670,14 @@ def _validate_mri(config: Config, fail) -> None:
         if not data.anatomy or any(a not in ANATOMY_SOURCES for a in data.anatomy):
             fail("data.anatomy", f"must list sources among {', '.join(ANATOMY_SOURCES)}, "
                  f"got {data.anatomy}")
+        if not set(data.anatomy) & set(VOLUME_ANATOMY):
+            fail("data.anatomy", f"must include a volume ({' or '.join(VOLUME_ANATOMY)}) for "
+                 f"validation, got {data.anatomy}")
+        if data.anatomy_weights is not None and (
+            len(data.anatomy_weights) != len(data.anatomy) or min(data.anatomy_weights) <= 0
+        ):
+            fail("data.anatomy_weights", f"must give one positive weight to each of {data.anatomy}, "
+                 f"got {data.anatomy_weights}")
         if data.acquisition_size < data.image_size:
             fail("data.acquisition_size", f"({data.acquisition_size}) must be at least "
                  f"data.image_size ({data.image_size})")

@@ -324,8 +324,10 @@ class FastMRIDataset(Dataset):
 class RandomizedBrainDataset(Dataset):
     """Domain-randomised multicoil examples simulated on the fly from real anatomy.
 
-    Example ``i``: an anatomy source from ``anatomy``, an orientation and a slice position of
-    ``split`` (:func:`training.simulate.split_positions`), a random contrast, pose, warp, bias
+    Example ``i``: an anatomy source from ``anatomy`` (uniformly, or by ``anatomy_weights``), an
+    orientation and a slice position of ``split`` (:func:`training.simulate.split_positions`) or,
+    for a source of single slices (:data:`training.simulate.SLICE_SOURCES`, training only), one
+    of its slices; then a random contrast, pose, warp, bias
     field, phase, coil array (8–20 coils) and noise (:func:`training.simulate.randomized_kspace`)
     on an ``acquisition_size²`` field of view, mapped to ``image_size`` by ``fov`` and
     preprocessed exactly like the plugin's input (:func:`preprocess_mri`). Training examples
@@ -338,6 +340,11 @@ class RandomizedBrainDataset(Dataset):
     the demo run's wall time on a CPU.
 
     Args:
+        anatomy: sources among :data:`training.simulate.SOURCES` (volumes, split into train /
+            val / test positions) and :data:`training.simulate.SLICE_SOURCES` (slices, used
+            for training only); at least one volume.
+        anatomy_weights: the probability of each source (normalised); None: uniform over the
+            sources used by ``split``.
         length: examples per epoch (training) or in the set (validation).
         train: fresh randomness every time; otherwise example ``i`` is fixed by ``(seed, i)``
             (and cached).
@@ -371,6 +378,7 @@ class RandomizedBrainDataset(Dataset):
         blur_probability: float = 0.0,
         simulation: str = "randomised",
         evaluation_like_fraction: float = 0.0,
+        anatomy_weights: Sequence[float] | None = None,
     ) -> None:
         from training import simulate
 
@@ -402,14 +410,42 @@ class RandomizedBrainDataset(Dataset):
         self.train = train
         self.seed = int(seed)
         self._fixed_examples: dict[int, dict[str, torch.Tensor]] = {}
+        unknown = [s for s in self.anatomy if s not in simulate.SOURCES + simulate.SLICE_SOURCES]
+        if unknown or not set(self.anatomy) & set(simulate.SOURCES):
+            raise DatasetError(
+                f"simulated anatomy {list(self.anatomy)}: expected at least one volume among "
+                f"{simulate.SOURCES}, and slice sources among {simulate.SLICE_SOURCES}"
+            )
+        if anatomy_weights is not None and (
+            len(anatomy_weights) != len(self.anatomy) or min(anatomy_weights) <= 0
+        ):
+            raise DatasetError(
+                f"anatomy_weights {list(anatomy_weights)} must give a positive weight to each "
+                f"of the {len(self.anatomy)} sources {list(self.anatomy)}"
+            )
         try:
             self.positions = {
                 (source, orientation): simulate.split_positions(source, orientation, split)
                 for source in self.anatomy
+                if source in simulate.SOURCES
                 for orientation in simulate.ORIENTATIONS
+            }
+            self.slices = {
+                source: simulate.slice_anatomy(source)
+                for source in self.anatomy
+                if source in simulate.SLICE_SOURCES and split == "train"
             }
         except (FileNotFoundError, ParameterError) as error:
             raise DatasetError(f"simulated anatomy {', '.join(self.anatomy)}: {error}") from error
+        # Slice sources have no validation or test positions.
+        used = [i for i, s in enumerate(self.anatomy) if s in simulate.SOURCES or s in self.slices]
+        self.sources = tuple(self.anatomy[i] for i in used)
+        weights = None if anatomy_weights is None else np.array([anatomy_weights[i] for i in used])
+        # Uniform weights draw like no weights, so that the random stream (and the fixed
+        # validation examples) do not depend on how a uniform choice was written.
+        self.source_probabilities = (
+            None if weights is None or np.all(weights == weights[0]) else weights / weights.sum()
+        )
 
     @classmethod
     def from_config(cls, config, split: str) -> RandomizedBrainDataset:
@@ -435,6 +471,7 @@ class RandomizedBrainDataset(Dataset):
             blur_probability=data.blur_probability,
             simulation=data.val_simulation,
             evaluation_like_fraction=data.evaluation_like_fraction,
+            anatomy_weights=data.anatomy_weights,
         )
 
     def __len__(self) -> int:
@@ -450,19 +487,28 @@ class RandomizedBrainDataset(Dataset):
             low, high = self.r_bins[index % len(self.r_bins)]
             R = float(rng.uniform(low, high))
         mask = draw_mask(rng, self.image_size, self.mask_kinds, R, fixed=not self.train)
-        source = self.anatomy[int(rng.integers(len(self.anatomy)))]
-        orientation = simulate.ORIENTATIONS[int(rng.integers(len(simulate.ORIENTATIONS)))]
-        positions = self.positions[(source, orientation)]
-        position = positions[int(rng.integers(len(positions)))]
-        simulation = self.simulation
-        # Drawn only when mixing, so that purely randomised runs keep their random stream.
-        if self.evaluation_like_fraction > 0 and rng.random() < self.evaluation_like_fraction:
-            simulation = "evaluation"
+        if self.source_probabilities is None:
+            source = self.sources[int(rng.integers(len(self.sources)))]
+        else:
+            source = self.sources[int(rng.choice(len(self.sources), p=self.source_probabilities))]
+        if source in self.slices:
+            position = int(rng.integers(len(self.slices[source])))
+            orientation, simulation = "as acquired", "randomised"
+            plane = self.slices[source][position]
+        else:
+            orientation = simulate.ORIENTATIONS[int(rng.integers(len(simulate.ORIENTATIONS)))]
+            positions = self.positions[(source, orientation)]
+            position = positions[int(rng.integers(len(positions)))]
+            simulation = self.simulation
+            # Drawn only when mixing, so that purely randomised runs keep their random stream.
+            if self.evaluation_like_fraction > 0 and rng.random() < self.evaluation_like_fraction:
+                simulation = "evaluation"
+            if simulation != "evaluation":
+                volume = simulate.cached_anatomy(source, "t1")  # read-only, shared: no copy
+                plane = simulate.anatomy_slice(volume, orientation, position)
         if simulation == "evaluation":
             kspace = simulate.evaluation_like_kspace(source, orientation, position, self.image_size[0], rng)
         else:
-            volume = simulate.cached_anatomy(source, "t1")  # read-only, shared: no copy per example
-            plane = simulate.anatomy_slice(volume, orientation, position)
             kspace = simulate.randomized_kspace(
                 plane, self.acquisition_size, rng,
                 contrasts=self.contrasts, blur_probability=self.blur_probability,
@@ -486,10 +532,12 @@ class RandomizedBrainDataset(Dataset):
             "kind": "simulated-on-the-fly",
             "provenance": [f"{simulate.PROVENANCE} ({source}, domain-randomised)" for source in self.anatomy],
             "anatomy": list(self.anatomy),
+            "anatomy_weights": None if self.source_probabilities is None else self.source_probabilities.tolist(),
             "held_out_anatomy": [s for s in simulate.SOURCES if s not in self.anatomy],
             "split": self.split,
             "orientations": list(simulate.ORIENTATIONS),
-            "slice_positions": sum(len(p) for p in self.positions.values()),
+            "slice_positions": sum(len(p) for p in self.positions.values())
+            + sum(len(planes) for planes in self.slices.values()),
             "examples": self.length,
             "acquisition_size": [self.acquisition_size] * 2,
             "image_size": list(self.image_size),

@@ -177,6 +177,70 @@ def _head_mask(t1: np.ndarray, threshold: float = 0.1) -> np.ndarray:
     return mask
 
 
+SLICE_SOURCES = ("dipy",)
+"""Training-only real anatomy that ships as single 2-D slices, not volumes (so it has no
+validation or test positions): ``dipy``, the T1 coronal slice and the ten axial b0
+(T2-weighted EPI) slices in the wheel of the BSD-licensed package ``dipy`` (two subjects)."""
+
+_SLICE_MARGIN = 0.08  # fraction of the anatomy's extent kept around it when a slice is cut out
+
+
+@functools.lru_cache(maxsize=2)
+def slice_anatomy(source: str) -> tuple[np.ndarray, ...]:
+    """The 2-D slices of a :data:`SLICE_SOURCES` source, like :func:`anatomy_slice` output.
+
+    Each slice is cut to its anatomy plus a margin, scaled to ``[0, 1]`` (99.9th percentile)
+    and given a T1-like contrast (a T2-weighted slice is inverted inside its object), so that
+    :func:`random_contrast` makes T1-, T2- and PD-like images of it as of a Colin27 slice.
+
+    Returns:
+        read-only float32 ``(rows, cols)`` slices, exactly 0 outside the anatomy.
+
+    Raises:
+        ParameterError: unknown source.
+        FileNotFoundError: the package holding the slices is not installed.
+    """
+    if source not in SLICE_SOURCES:
+        raise ParameterError(f"unknown slice anatomy {source!r}: expected one of {SLICE_SOURCES}")
+    try:
+        from dipy.data import get_fnames  # train extra; the files ship in the wheel
+    except ImportError as error:
+        raise FileNotFoundError(
+            "the dipy slices ship in the package dipy, which is not installed: "
+            "pip install 'napari-rcgan[train]'"
+        ) from error
+    t1 = np.load(get_fnames(name="t1_coronal_slice"))
+    b0 = np.asarray(nib.load(get_fnames(name="S0_10")).dataobj, dtype=np.float32)[..., 0]
+    planes = [_t1_like(t1, inverted=False)]
+    planes += [_t1_like(np.rot90(b0[:, :, z]), inverted=True) for z in range(b0.shape[2])]
+    for plane in planes:
+        plane.setflags(write=False)
+    return tuple(planes)
+
+
+def _t1_like(plane: np.ndarray, inverted: bool) -> np.ndarray:
+    """A 2-D slice cut to its object (Li threshold, largest component, holes filled) plus a
+    margin, in ``[0, 1]``; ``inverted`` turns a T2-like object (CSF bright) T1-like (CSF dark,
+    not 0)."""
+    from skimage.filters import threshold_li  # train extra
+
+    plane = np.asarray(plane, dtype=np.float32)
+    plane = np.clip(plane / float(np.percentile(plane[plane > 0], 99.9)), 0.0, 1.0)
+    labels, _ = ndimage.label(plane > threshold_li(plane))
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    mask = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
+    soft = ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
+    values = 1.0 - 0.9 * plane if inverted else plane
+    rows, cols = np.nonzero(mask)
+    margin = int(round(_SLICE_MARGIN * max(np.ptp(rows), np.ptp(cols))))
+    box = (
+        slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
+        slice(max(cols.min() - margin, 0), cols.max() + margin + 1),
+    )
+    return np.ascontiguousarray(soft[box] * values[box], dtype=np.float32)
+
+
 def axial_slices(volume: np.ndarray, indices: Sequence[int]) -> np.ndarray:
     """Axial slices of a RAS ``(X, Y, Z)`` volume, displayed radiologically with the nose up.
 

@@ -532,7 +532,9 @@ class RandomizedBrainDataset(Dataset):
             "kind": "simulated-on-the-fly",
             "provenance": [f"{simulate.PROVENANCE} ({source}, domain-randomised)" for source in self.anatomy],
             "anatomy": list(self.anatomy),
-            "anatomy_weights": None if self.source_probabilities is None else self.source_probabilities.tolist(),
+            "anatomy_weights": (
+                None if self.source_probabilities is None else self.source_probabilities.tolist()
+            ),
             "held_out_anatomy": [s for s in simulate.SOURCES if s not in self.anatomy],
             "split": self.split,
             "orientations": list(simulate.ORIENTATIONS),

@@ -168,13 +168,18 @@ def _normalise(volume: np.ndarray) -> np.ndarray:
 
 def _head_mask(t1: np.ndarray, threshold: float = 0.1) -> np.ndarray:
     """Boolean head mask of a ``[0, 1]`` T1 volume: largest component, holes filled per slice."""
-    labels, _ = ndimage.label(t1 > threshold)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0  # background
-    mask = labels == int(np.argmax(sizes))
+    mask = _largest_component(t1 > threshold)
     for z in range(mask.shape[2]):
         mask[:, :, z] = ndimage.binary_fill_holes(mask[:, :, z])
     return mask
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of a boolean map (any dimension)."""
+    labels, _ = ndimage.label(mask)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0  # background
+    return labels == int(np.argmax(sizes))
 
 
 SLICE_SOURCES = ("dipy",)
@@ -194,7 +199,8 @@ def slice_anatomy(source: str) -> tuple[np.ndarray, ...]:
     :func:`random_contrast` makes T1-, T2- and PD-like images of it as of a Colin27 slice.
 
     Returns:
-        read-only float32 ``(rows, cols)`` slices, exactly 0 outside the anatomy.
+        read-only float32 ``(rows, cols)`` slices, 0 beyond the anatomy's soft edge (a
+        Gaussian of 1 pixel, like Colin27's head).
 
     Raises:
         ParameterError: unknown source.
@@ -226,10 +232,7 @@ def _t1_like(plane: np.ndarray, inverted: bool) -> np.ndarray:
 
     plane = np.asarray(plane, dtype=np.float32)
     plane = np.clip(plane / float(np.percentile(plane[plane > 0], 99.9)), 0.0, 1.0)
-    labels, _ = ndimage.label(plane > threshold_li(plane))
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    mask = ndimage.binary_fill_holes(labels == int(np.argmax(sizes)))
+    mask = ndimage.binary_fill_holes(_largest_component(plane > threshold_li(plane)))
     soft = ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
     values = 1.0 - 0.9 * plane if inverted else plane
     rows, cols = np.nonzero(mask)

@@ -467,3 +467,23 @@ def test_training_can_draw_single_slices_of_more_subjects_by_weight(monkeypatch)
         RandomizedBrainDataset(anatomy=["dipy"])
     with pytest.raises(ParameterError, match="unknown slice anatomy"):
         simulate.slice_anatomy("colin27")
+
+
+def test_the_more_subjects_evaluation_file_holds_the_dipy_slices(tmp_path):
+    from training.make_sample_data import EVAL_COILS, FOV, KSPACE_SHAPE, write_more_subjects
+    from training.simulate import slice_anatomy
+
+    path = write_more_subjects(tmp_path)
+    volume = FastMRIFile.open(path)
+    assert volume.num_slices == len(slice_anatomy("dipy")) == 11
+    assert volume.read_kspace(0).shape == (EVAL_COILS, *KSPACE_SHAPE)
+    with h5py.File(path) as handle:
+        reference = handle["reconstruction_rss"][:]
+        assert handle.attrs["split"] == "more subjects"
+    assert reference.shape == (11, FOV, FOV) and np.isfinite(reference).all()
+    # Slice 0 is the T1 coronal slice (wider than tall), the others the axial b0 slices.
+    rows, cols = np.nonzero(reference[0] > 0.2 * reference[0].max())
+    assert np.ptp(cols) > np.ptp(rows)
+    (tmp_path / "again").mkdir()
+    again = write_more_subjects(tmp_path / "again")  # the same file: fixed seeds
+    np.testing.assert_array_equal(FastMRIFile.open(again).read_kspace(5), volume.read_kspace(5))

@@ -3,6 +3,7 @@
 Usage::
 
     python -m training.make_sample_data [--out sample_data] [--heldout-anatomy DIR] [--real-mr DIR]
+        [--more-subjects DIR]
 
 ``sample_data/brain_sim.h5``: four Colin27 slices from the *test* segments of
 :func:`training.simulate.split_positions` (two axial, one coronal, one sagittal; T2-like), never
@@ -10,7 +11,9 @@ seen in training, simulated as raw 10-coil acquisitions (256×136 k-space: 2× r
 oversampling, a 136×136 field of view, larger than the 128×128 demo weights). ``--heldout-anatomy``
 writes six slices of the ICBM152 template (never used in training; T1 and T2-like, all three
 orientations; 16 coils) and ``--real-mr`` one 16-coil acquisition simulated from pydicom's
-real ``MR_small.dcm`` slice, the two other model-card sets.
+real ``MR_small.dcm`` slice, the two other model-card sets. ``--more-subjects`` writes the 11
+slices of two more subjects that ship with dipy (:func:`training.simulate.slice_anatomy`; 16
+coils), a further check for weights that did not train on them (``data.anatomy`` without ``dipy``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from training.simulate import (
     ORIENTATIONS,
     rss_reconstruction,
     simulate_kspace,
+    slice_anatomy,
     split_positions,
     write_fastmri_file,
     write_heldout_file,
@@ -33,6 +37,7 @@ from training.simulate import (
 BRAIN_FILE = "brain_sim.h5"
 HELDOUT_FILE = "file_brain_heldout_mni152.h5"
 REAL_MR_FILE = "file_brain_real_mr_small.h5"
+MORE_SUBJECTS_FILE = "file_brain_dipy.h5"
 KSPACE_SHAPE = (256, 136)
 FOV = 136
 BRAIN_COILS = 10
@@ -131,6 +136,22 @@ def write_real_mr(out: Path) -> Path:
     )
 
 
+def write_more_subjects(out: Path) -> Path:
+    """``out/file_brain_dipy.h5``: the 11 dipy slices of two subjects (T1-like, as prepared for
+    training by :func:`training.simulate.slice_anatomy`), simulated like the other evaluation sets."""
+    planes = slice_anatomy("dipy")
+    kspace = np.stack([
+        simulate_kspace(np.asarray(plane), EVAL_COILS, KSPACE_SHAPE, FOV,
+                        rng=np.random.default_rng([2, number]))
+        for number, plane in enumerate(planes)
+    ])
+    return write_fastmri_file(
+        out / MORE_SUBJECTS_FILE, kspace, rss_reconstruction(kspace, FOV), acquisition="AXT1",
+        source="dipy t1_coronal_slice.npy, S0_10slices.nii.gz", contrast="t1",
+        patient_id="dipy-two-subjects", layout="raw", split="more subjects",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("sample_data"))
@@ -138,11 +159,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="also write the ICBM152 evaluation file into this folder")
     parser.add_argument("--real-mr", type=Path, default=None,
                         help="also write the MR_small.dcm evaluation file into this folder")
+    parser.add_argument("--more-subjects", type=Path, default=None,
+                        help="also write the dipy evaluation file (two more subjects) into this folder")
     args = parser.parse_args(argv)
     written = []
     args.out.mkdir(parents=True, exist_ok=True)
     written += [write_brain(args.out), *write_faces(args.out)]
-    for folder, writer in ((args.heldout_anatomy, write_heldout_anatomy), (args.real_mr, write_real_mr)):
+    for folder, writer in ((args.heldout_anatomy, write_heldout_anatomy), (args.real_mr, write_real_mr),
+                           (args.more_subjects, write_more_subjects)):
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
             written.append(writer(folder))

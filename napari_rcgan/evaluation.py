@@ -11,6 +11,8 @@ Always computed (averaged over items):
   summed over slices (eqs. 21–22), to compare with 10·log10(2P/(P+1)) (Prop. 3.3). Each
   slice's E_P is the mean over the ⌊P_max/P⌋ disjoint groups of P of its P_max samples
   (:func:`napari_rcgan.stats.error_energy`), so E_1 averages all P_max single-sample errors;
+  ``e1_over_ep_db_per_slice[P]``: the same ratio of each slice alone, in the data's order (a set
+  of a few slices can hide slices that are miscalibrated in opposite directions);
 - ``psnr_gain_min_db``, ``slices_below_zero_filled``: the smallest per-slice PSNR gain of the
   largest-P average over the zero-filled image, and the number of slices where it is negative;
 - ``sd_error_spearman``: Spearman correlation between the pixel-wise SD and the absolute error of
@@ -186,6 +188,7 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
     psnr = {P: [] for P in counts}
     ssim = {P: [] for P in counts}
     errors = {P: 0.0 for P in [1, *counts]}
+    slice_errors: list[dict[int, float]] = []
     zero_filled, apsd, spearman, ceilings, times, gains = [], [], [], [], [], []
     pairs: dict[int, list[np.ndarray]] = {P: [] for P in counts}
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -203,8 +206,10 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
                 pairs[P].append(_perceptual_pair(task, mean, reference))
         gains.append(psnr[counts[-1]][-1] - zero_filled[-1])
         target = measurement.target if task == "mri" else measurement.image
+        energies = {P: float(stats.error_energy(result.images[None], target[None], P)[0]) for P in errors}
         for P in errors:
-            errors[P] += float(stats.error_energy(result.images[None], target[None], P)[0])
+            errors[P] += energies[P]
+        slice_errors.append(energies)
         apsd.append(stats.apsd(result.stack))
         support = stats.object_support(reference)
         error = stats.absolute_error(result.stack.mean(), reference)
@@ -225,6 +230,9 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
         "psnr_gain_min_db": float(np.min(gains)),
         "slices_below_zero_filled": int(np.sum(np.asarray(gains) < 0)),
         "e1_over_ep_db": {str(P): 10 * math.log10(errors[1] / errors[P]) for P in counts},
+        "e1_over_ep_db_per_slice": {
+            str(P): [10 * math.log10(energies[1] / energies[P]) for energies in slice_errors] for P in counts
+        },
         "sd_error_spearman": float(np.mean(spearman)),
         "sd_error_spearman_ceiling": float(np.mean(ceilings)),
     }

@@ -25,8 +25,8 @@ def test_evaluate_writes_the_documented_schema_and_stores_it(small_fastmri_file,
     assert set(metrics["R"]) == {"4", "8"} and metrics["slices"] == 2
     for values in metrics["R"].values():
         assert set(values) == {"zero_filled_psnr", "psnr", "ssim", "apsd", "e1_over_ep_db",
-                               "sd_error_spearman", "sd_error_spearman_ceiling", "psnr_gain_min_db",
-                               "slices_below_zero_filled"}
+                               "e1_over_ep_db_per_slice", "sd_error_spearman", "sd_error_spearman_ceiling",
+                               "psnr_gain_min_db", "slices_below_zero_filled"}
         assert 0 < values["sd_error_spearman_ceiling"] < 1
         assert 0 <= values["slices_below_zero_filled"] <= 2
         assert values["psnr_gain_min_db"] <= values["psnr"]["4"] - values["zero_filled_psnr"] + 1e-9
@@ -63,9 +63,17 @@ def test_e1_over_ep_uses_every_sample_in_disjoint_groups(small_fastmri_file, mri
         for P in energies:  # E1 over all 4 single samples, E2 over both pairs
             groups = images.reshape(4 // P, P, *images.shape[1:]).mean(dim=1)
             energies[P] += float((groups - measurement.target).abs().pow(2).sum()) / (4 // P)
+        if index == 0:
+            first_slice = dict(energies)
     for P in (2, 4):
         expected = 10 * math.log10(energies[1] / energies[P])
         assert values["e1_over_ep_db"][str(P)] == pytest.approx(expected, abs=1e-4)
+    # Each slice's own ratio; the set's ratio pools the energies, so it lies between them.
+    for P in (2, 4):
+        per_slice = values["e1_over_ep_db_per_slice"][str(P)]
+        assert len(per_slice) == fastmri.num_slices
+        assert per_slice[0] == pytest.approx(10 * math.log10(first_slice[1] / first_slice[P]), abs=1e-4)
+        assert min(per_slice) - 1e-9 <= values["e1_over_ep_db"][str(P)] <= max(per_slice) + 1e-9
 
 
 def test_evaluate_bad_input(tmp_path, face_weights_64, mri_weights_64, capsys):

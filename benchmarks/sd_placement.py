@@ -29,6 +29,8 @@ from scipy import ndimage
 from scipy.stats import spearmanr
 
 from napari_rcgan import stats
+from napari_rcgan.errors import InputFileError
+from napari_rcgan.evaluation import data_files
 from napari_rcgan.io import FastMRIFile
 from napari_rcgan.sampler import PosteriorSampler
 
@@ -81,10 +83,12 @@ def sd_placement(
 
 
 def read_slices(data: Path) -> list[np.ndarray]:
-    """Every slice's raw k-space of a fastMRI-layout file, or of the ``.h5`` files in a folder."""
-    files = sorted(data.glob("*.h5")) if data.is_dir() else [data]
-    if not files:
-        raise SystemExit(f"{data}: no .h5 files")
+    """Every slice's raw k-space of a fastMRI-layout file, or of the ``.h5`` files in a folder
+    (found as ``napari-rcgan evaluate`` finds them)."""
+    try:
+        files = [data] if data.is_file() else data_files(data)
+    except InputFileError as error:
+        raise SystemExit(str(error)) from error
     slices = []
     for path in files:
         volume = FastMRIFile.open(path)

@@ -187,8 +187,7 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
     P_max = max(*counts, test_P, fid_P)
     psnr = {P: [] for P in counts}
     ssim = {P: [] for P in counts}
-    errors = {P: 0.0 for P in [1, *counts]}
-    slice_errors: list[dict[int, float]] = []
+    slice_errors: list[dict[int, float]] = []  # per slice: E_P for P = 1 and each of counts
     zero_filled, apsd, spearman, ceilings, times, gains = [], [], [], [], [], []
     pairs: dict[int, list[np.ndarray]] = {P: [] for P in counts}
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -206,10 +205,8 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
                 pairs[P].append(_perceptual_pair(task, mean, reference))
         gains.append(psnr[counts[-1]][-1] - zero_filled[-1])
         target = measurement.target if task == "mri" else measurement.image
-        energies = {P: float(stats.error_energy(result.images[None], target[None], P)[0]) for P in errors}
-        for P in errors:
-            errors[P] += energies[P]
-        slice_errors.append(energies)
+        slice_errors.append({P: float(stats.error_energy(result.images[None], target[None], P)[0])
+                             for P in (1, *counts)})
         apsd.append(stats.apsd(result.stack))
         support = stats.object_support(reference)
         error = stats.absolute_error(result.stack.mean(), reference)
@@ -222,6 +219,7 @@ def _setting(sampler, task, items, R, counts, mask_kind, seed, options) -> dict:
             if number == 0:
                 time_sampling(sampler, measurement, TIME_P[task], seed)
             times.append(time_sampling(sampler, measurement, TIME_P[task], seed))
+    errors = {P: sum(energies[P] for energies in slice_errors) for P in (1, *counts)}
     values = {
         "zero_filled_psnr": float(np.mean(zero_filled)),
         "psnr": {str(P): float(np.mean(psnr[P])) for P in counts},

@@ -230,8 +230,7 @@ def _t1_like(plane: np.ndarray, inverted: bool) -> np.ndarray:
     not 0)."""
     from skimage.filters import threshold_li  # train extra
 
-    plane = np.asarray(plane, dtype=np.float32)
-    plane = np.clip(plane / float(np.percentile(plane[plane > 0], 99.9)), 0.0, 1.0)
+    plane = _normalise(np.asarray(plane, dtype=np.float32))
     mask = ndimage.binary_fill_holes(_largest_component(plane > threshold_li(plane)))
     soft = ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
     values = 1.0 - 0.9 * plane if inverted else plane

@@ -415,6 +415,44 @@ def test_training_examples_can_mix_in_evaluation_like_simulations(monkeypatch):
         RandomizedBrainDataset(image_size=32, acquisition_size=48, evaluation_like_fraction=-0.1)
 
 
+def test_training_examples_can_take_contrasts_from_tissue_fractions(monkeypatch):
+    from training import simulate
+    from training.datasets import RandomizedBrainDataset, build_datasets
+
+    contrasts = []
+    for name in ("tissue_contrast", "random_contrast"):
+        real = getattr(simulate, name)
+        monkeypatch.setattr(simulate, name, lambda *a, _real=real, _name=name, **k: (
+            contrasts.append(_name), _real(*a, **k))[1])
+
+    def kinds(dataset, count: int) -> list[str]:
+        contrasts.clear()
+        for index in range(count):
+            dataset.measurement(index)
+        return list(contrasts)
+
+    train, val = build_datasets(_simulated_config(tissue_contrast_fraction=1.0))
+    assert train.describe()["tissue_contrast_fraction"] == 1.0
+    assert kinds(train, 3) == ["tissue_contrast"] * 3
+    assert kinds(val, 3) == ["tissue_contrast"] * 3  # randomised validation is made like training
+    half = RandomizedBrainDataset(image_size=32, acquisition_size=48, tissue_contrast_fraction=0.5)
+    assert set(kinds(half, 24)) == {"tissue_contrast", "random_contrast"}
+    # dipy slices have no tissue fractions: they keep the intensity maps
+    slices = RandomizedBrainDataset(image_size=32, acquisition_size=48, anatomy=["colin27", "dipy"],
+                                    anatomy_weights=[1e-6, 1.0], tissue_contrast_fraction=1.0)
+    assert kinds(slices, 3) == ["random_contrast"] * 3
+    assert kinds(RandomizedBrainDataset(image_size=32, acquisition_size=48), 3) == ["random_contrast"] * 3
+    with pytest.raises(ConfigError, match="data.tissue_contrast_fraction.*between 0 and 1"):
+        _simulated_config(tissue_contrast_fraction=1.5)
+    with pytest.raises(ConfigError, match="needs a source with tissue fractions"):
+        _simulated_config(anatomy=["mni152"], tissue_contrast_fraction=0.5)
+    with pytest.raises(DatasetError, match="between 0 and 1, got -0.1"):
+        RandomizedBrainDataset(image_size=32, acquisition_size=48, tissue_contrast_fraction=-0.1)
+    with pytest.raises(DatasetError, match="tissue contrasts need a source with tissue fractions"):
+        RandomizedBrainDataset(image_size=32, acquisition_size=48, anatomy=["mni152"],
+                               tissue_contrast_fraction=0.5)
+
+
 def test_training_can_draw_single_slices_of_more_subjects_by_weight(monkeypatch):
     from training import simulate
     from training.datasets import RandomizedBrainDataset, build_datasets

@@ -251,6 +251,49 @@ def test_realistic_contrasts_leave_out_the_arbitrary_intensity_maps() -> None:
         simulate.random_contrast(t1, np.random.default_rng(0), "fancy")
 
 
+@needs_colin27
+def test_tissue_fractions_split_colin27s_brain_and_rebuild_its_t1() -> None:
+    fractions = simulate.tissue_fractions("colin27")
+    t1 = simulate.cached_anatomy("colin27", "t1")
+    assert fractions.shape == (3, *simulate.GRID_SHAPE) and fractions.dtype == np.float32
+    assert not fractions.flags.writeable
+    brain = fractions.sum(axis=0)
+    assert brain.min() > -1e-5 and brain.max() < 1 + 1e-5
+    inside, outside = brain > 0.999, brain < 1e-6
+    assert 0.15 < inside.mean() < 0.3  # the brain, not the head (the head fills about half)
+    assert (t1[outside] > 0.05).mean() > 0.3  # scalp and skull are outside the brain
+    # the fractions are barycentric coordinates of the T1 intensity between the tissue means
+    design = fractions[:, inside].T
+    means, *_ = np.linalg.lstsq(design, t1[inside], rcond=None)
+    assert means[0] < means[1] < means[2]  # CSF, grey, white on a T1
+    assert np.abs(design @ means - t1[inside]).max() < 1e-3
+    with pytest.raises(simulate.ParameterError, match="only colin27 has a brain extraction"):
+        simulate.tissue_fractions("mni152")
+
+
+@needs_colin27
+def test_tissue_contrasts_order_the_tissues_and_keep_the_rest_of_the_head_t1_like() -> None:
+    fractions = np.stack([
+        simulate.anatomy_slice(f, "axial", 90) for f in simulate.tissue_fractions("colin27")
+    ])
+    t1 = simulate.anatomy_slice(simulate.cached_anatomy("colin27", "t1"), "axial", 90)
+    pure = [(fractions[k] > 0.95) & (fractions[k] < 1.05) for k in range(3)]
+    rest = (fractions.sum(axis=0) < 1e-6) & (t1 > 0)
+    fat, bone = rest & (t1 > np.percentile(t1[rest], 90)), rest & (t1 < np.percentile(t1[rest], 10))
+    orders = set()
+    for seed in range(60):
+        image = simulate.tissue_contrast(t1, fractions, np.random.default_rng(seed), "realistic")
+        assert image.shape == t1.shape and image.dtype == np.float32 and image.min() >= 0
+        assert np.all(image[t1 == 0] == 0)
+        csf, grey, white = (float(image[m].mean()) for m in pure)
+        orders.add("T1" if white > grey > csf else "T2" if csf > grey > white
+                   else "FLAIR" if grey > white > csf else "PD" if grey > csf and grey > white else "?")
+        assert image[fat].mean() > image[bone].mean()  # outside the brain the T1 order stays
+    assert orders == {"T1", "T2", "PD", "FLAIR"}
+    with pytest.raises(simulate.ParameterError, match=r"shape \(3, 4, 4\) do not match"):
+        simulate.tissue_contrast(t1, np.zeros((3, 4, 4), np.float32), np.random.default_rng(0))
+
+
 def _high_frequency_share(kspace: np.ndarray) -> float:
     """Fraction of the k-space energy outside the central half of each axis."""
     energy = np.abs(kspace) ** 2

@@ -38,6 +38,7 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 DATA_KINDS = ("fastmri", "simulated")
 VOLUME_ANATOMY = ("colin27", "mni152")  # training.simulate.SOURCES (not imported: heavy)
 ANATOMY_SOURCES = (*VOLUME_ANATOMY, "dipy")  # ... + training.simulate.SLICE_SOURCES
+TISSUE_ANATOMY = ("colin27",)  # training.simulate.TISSUE_SOURCES
 ADV_SCHEDULE = "schedule"
 
 
@@ -123,6 +124,11 @@ class DataConfig:
         evaluation_like_fraction: MRI ``simulated``: fraction of the training examples
             simulated like the evaluation files (as ``val_simulation: evaluation``) instead of
             domain-randomised; 0 (default) trains on randomised examples only.
+        tissue_contrast_fraction: MRI ``simulated``: fraction of the randomised training and
+            validation examples of a source with tissue fractions (``colin27``) whose contrast
+            is built from its CSF / grey / white-matter fractions, with the rest of the head
+            apart (:func:`training.simulate.tissue_contrast`), instead of a random map of the
+            T1 intensity (:func:`training.simulate.random_contrast`); 0 (default): none.
     """
 
     root: str | None = None
@@ -153,6 +159,7 @@ class DataConfig:
     val_simulation: str = "randomised"
     blur_probability: float = 0.0
     evaluation_like_fraction: float = 0.0
+    tissue_contrast_fraction: float = 0.0
 
     def folder(self, split: str) -> Path | None:
         """The resolved folder of ``split`` (``"train"`` or ``"val"``), or None."""
@@ -688,6 +695,13 @@ def _validate_mri(config: Config, fail) -> None:
         if not 0.0 <= data.evaluation_like_fraction <= 1.0:
             fail("data.evaluation_like_fraction",
                  f"must be between 0 and 1, got {data.evaluation_like_fraction}")
+        if not 0.0 <= data.tissue_contrast_fraction <= 1.0:
+            fail("data.tissue_contrast_fraction",
+                 f"must be between 0 and 1, got {data.tissue_contrast_fraction}")
+        if data.tissue_contrast_fraction > 0 and not set(data.anatomy) & set(TISSUE_ANATOMY):
+            fail("data.tissue_contrast_fraction",
+                 f"needs a source with tissue fractions ({' or '.join(TISSUE_ANATOMY)}) in "
+                 f"data.anatomy, got {data.anatomy}")
         from training.simulate import CONTRAST_SETS, VALIDATION_SIMULATIONS  # heavy imports
 
         _require_one_of(fail, "data.val_contrasts", data.val_contrasts, CONTRAST_SETS)

@@ -357,6 +357,9 @@ class RandomizedBrainDataset(Dataset):
             ``contrasts`` and ``blur_probability`` do not apply).
         evaluation_like_fraction: training examples only: the fraction simulated like the
             evaluation files instead of randomised.
+        tissue_contrast_fraction: the fraction of randomised examples of a source with tissue
+            fractions (:data:`training.simulate.TISSUE_SOURCES`) whose contrast is built from
+            them (:func:`training.simulate.tissue_contrast`).
     """
 
     def __init__(
@@ -379,6 +382,7 @@ class RandomizedBrainDataset(Dataset):
         simulation: str = "randomised",
         evaluation_like_fraction: float = 0.0,
         anatomy_weights: Sequence[float] | None = None,
+        tissue_contrast_fraction: float = 0.0,
     ) -> None:
         from training import simulate
 
@@ -405,6 +409,16 @@ class RandomizedBrainDataset(Dataset):
             raise DatasetError(
                 f"evaluation_like_fraction must be between 0 and 1, got {evaluation_like_fraction}"
             )
+        if not 0.0 <= tissue_contrast_fraction <= 1.0:
+            raise DatasetError(
+                f"tissue_contrast_fraction must be between 0 and 1, got {tissue_contrast_fraction}"
+            )
+        if tissue_contrast_fraction > 0 and not set(self.anatomy) & set(simulate.TISSUE_SOURCES):
+            raise DatasetError(
+                f"tissue contrasts need a source with tissue fractions "
+                f"({', '.join(simulate.TISSUE_SOURCES)}) among {list(self.anatomy)}"
+            )
+        self.tissue_contrast_fraction = float(tissue_contrast_fraction)
         self.simulation = "randomised" if train else simulation
         self.evaluation_like_fraction = float(evaluation_like_fraction) if train else 0.0
         self.train = train
@@ -472,6 +486,7 @@ class RandomizedBrainDataset(Dataset):
             simulation=data.val_simulation,
             evaluation_like_fraction=data.evaluation_like_fraction,
             anatomy_weights=data.anatomy_weights,
+            tissue_contrast_fraction=data.tissue_contrast_fraction,
         )
 
     def __len__(self) -> int:
@@ -491,6 +506,7 @@ class RandomizedBrainDataset(Dataset):
             source = self.sources[int(rng.integers(len(self.sources)))]
         else:
             source = self.sources[int(rng.choice(len(self.sources), p=self.source_probabilities))]
+        tissues = None
         if source in self.slices:
             position = int(rng.integers(len(self.slices[source])))
             orientation, simulation = "as acquired", "randomised"
@@ -506,12 +522,22 @@ class RandomizedBrainDataset(Dataset):
             if simulation != "evaluation":
                 volume = simulate.cached_anatomy(source, "t1")  # read-only, shared: no copy
                 plane = simulate.anatomy_slice(volume, orientation, position)
+                # Drawn only when asked for, like the mixing above.
+                if (
+                    self.tissue_contrast_fraction > 0
+                    and source in simulate.TISSUE_SOURCES
+                    and rng.random() < self.tissue_contrast_fraction
+                ):
+                    tissues = np.stack([
+                        simulate.anatomy_slice(fraction, orientation, position)
+                        for fraction in simulate.tissue_fractions(source)
+                    ])
         if simulation == "evaluation":
             kspace = simulate.evaluation_like_kspace(source, orientation, position, self.image_size[0], rng)
         else:
             kspace = simulate.randomized_kspace(
                 plane, self.acquisition_size, rng,
-                contrasts=self.contrasts, blur_probability=self.blur_probability,
+                contrasts=self.contrasts, blur_probability=self.blur_probability, tissues=tissues,
             )
         name = f"simulated {source} {orientation} slice {position} ({self.split} example {index})"
         return preprocess_mri(
@@ -551,6 +577,7 @@ class RandomizedBrainDataset(Dataset):
             "coil_compression": self.coil_compression,
             "simulation": self.simulation,
             "evaluation_like_fraction": self.evaluation_like_fraction,
+            "tissue_contrast_fraction": self.tissue_contrast_fraction,
             "randomisation": (
                 "random piecewise-linear contrasts ("
                 + ("T1/T2/PD-like" if self.contrasts == "realistic" else "T1/T2/PD-like and arbitrary")

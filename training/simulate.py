@@ -46,6 +46,8 @@ from napari_rcgan.physics.transforms import coil_compress, kspace_to_cropped_ima
 
 COLIN27_PATH = Path("/usr/share/mricron/templates/ch2.nii.gz")
 """Colin27 T1 (181×217×181, 1 mm) as installed by the Debian package ``mricron-data``."""
+COLIN27_BRAIN_PATH = Path("/usr/share/mricron/templates/ch2bet.nii.gz")
+"""Colin27's brain extraction (same grid and package as :data:`COLIN27_PATH`)."""
 
 PROVENANCE = "simulated k-space from real anatomy"
 ISMRMRD_NAMESPACE = "http://www.ismrm.org/ISMRMRD"
@@ -606,6 +608,110 @@ def random_contrast(t1: np.ndarray, rng: np.random.Generator, contrasts: str = "
     return (np.where(t1 > 0, mapped, 0.0) ** gamma).astype(np.float32)
 
 
+TISSUES = ("csf", "grey", "white")
+TISSUE_SOURCES = ("colin27",)
+"""Volume sources with tissue fractions (:func:`tissue_fractions`): those with a brain extraction."""
+
+
+@functools.lru_cache(maxsize=1)
+def tissue_fractions(source: str) -> np.ndarray:
+    """Partial-volume fractions of :data:`TISSUES` in the ``t1`` volume of :func:`load_anatomy`.
+
+    Inside the brain (Colin27's brain extraction, its edge softened like the head's), each
+    voxel's T1 intensity is split linearly between the two nearest of the three tissues' mean
+    intensities (a fuzzy partial-volume model; the means are those of a three-class Otsu split
+    of the brain's voxels: CSF 0.24, grey 0.39, white 0.51 of the scaled T1). Below the CSF mean
+    and above the white-matter mean the split is extrapolated linearly (one fraction above 1,
+    its neighbour negative), so that a contrast made from the fractions keeps the texture
+    within each tissue instead of flattening it.
+
+    Returns:
+        read-only float32 ``(3, X, Y, Z)``; the fractions sum to the soft brain mask (1 inside
+        the brain, 0 outside it, scalp and skull included).
+
+    Raises:
+        ParameterError: a source without a brain extraction.
+        FileNotFoundError: the brain extraction is not installed.
+    """
+    from skimage.filters import threshold_multiotsu  # train extra
+
+    if source not in TISSUE_SOURCES:
+        raise ParameterError(
+            f"no tissue fractions for anatomy {source!r}: only {', '.join(TISSUE_SOURCES)} "
+            "has a brain extraction"
+        )
+    if not COLIN27_BRAIN_PATH.is_file():
+        raise FileNotFoundError(
+            f"Colin27 brain extraction not found at {COLIN27_BRAIN_PATH}: install it with "
+            "`apt-get install mricron-data`"
+        )
+    t1 = cached_anatomy(source, "t1")
+    brain = _on_common_grid(nib.load(COLIN27_BRAIN_PATH)) > 0
+    values = t1[brain]
+    low, high = threshold_multiotsu(values, classes=3)
+    csf, grey, white = (
+        float(values[values < low].mean()),
+        float(values[(values >= low) & (values < high)].mean()),
+        float(values[values >= high].mean()),
+    )
+    lower = t1 < grey
+    to_grey = np.where(lower, (t1 - csf) / (grey - csf), (white - t1) / (white - grey))
+    fractions = np.stack([
+        np.where(lower, 1.0 - to_grey, 0.0),
+        to_grey,
+        np.where(lower, 0.0, 1.0 - to_grey),
+    ])
+    fractions *= ndimage.gaussian_filter(brain.astype(np.float32), 1.0)
+    fractions = fractions.astype(np.float32)
+    fractions.setflags(write=False)
+    return fractions
+
+
+def tissue_contrast(
+    t1: np.ndarray, fractions: np.ndarray, rng: np.random.Generator, contrasts: str = "randomised"
+) -> np.ndarray:
+    """A random contrast of a ``[0, 1]`` T1 slice built from its tissue fractions (0 stays 0).
+
+    Brain: ``Σ_k fractions[k] · value[k]`` with the intensities of CSF, grey and white matter
+    drawn for a T1-like (white > grey > CSF), T2-like (CSF > grey > white), PD-like (all bright,
+    grey brightest), FLAIR-like (CSF dark, grey > white) or, unless ``contrasts`` is
+    ``realistic``, arbitrary contrast. Outside the brain (scalp, fat, bone, muscle, meninges):
+    the T1 intensity times a random factor in ``[0.1, 1]``, so that fat stays bright and bone
+    dark as on most sequences, and a low factor looks like fat suppression; the brain and the
+    rest of the head no longer share one intensity map as in :func:`random_contrast`. Then a
+    random gamma in ``[0.6, 1.6]``.
+
+    Args:
+        t1: ``(rows, cols)`` slice of the ``t1`` volume.
+        fractions: ``(3, rows, cols)`` the same slice of :func:`tissue_fractions`.
+    """
+    if contrasts not in CONTRAST_SETS:
+        raise ParameterError(f"unknown contrast set {contrasts!r}: expected one of {CONTRAST_SETS}")
+    if fractions.shape != (len(TISSUES), *t1.shape):
+        raise ParameterError(
+            f"tissue fractions of shape {fractions.shape} do not match a slice of shape {t1.shape}"
+        )
+    kind = rng.integers(4 if contrasts == "realistic" else 5)
+    if kind == 0:  # T1
+        grey = rng.uniform(0.35, 0.6)
+        values = (rng.uniform(0.05, 0.3), grey, grey + rng.uniform(0.1, 0.35))
+    elif kind == 1:  # T2
+        grey = rng.uniform(0.35, 0.6)
+        values = (rng.uniform(0.7, 1.0), grey, grey - rng.uniform(0.05, 0.25))
+    elif kind == 2:  # PD
+        grey = rng.uniform(0.7, 0.95)
+        values = (rng.uniform(0.55, 0.9), grey, grey - rng.uniform(0.05, 0.2))
+    elif kind == 3:  # FLAIR
+        grey = rng.uniform(0.5, 0.8)
+        values = (rng.uniform(0.02, 0.15), grey, grey - rng.uniform(0.1, 0.3))
+    else:
+        values = tuple(rng.uniform(0.05, 1.0, 3))
+    brain = np.tensordot(np.asarray(values, dtype=np.float32), fractions, axes=1)
+    rest = t1 * (1.0 - fractions.sum(axis=0)) * rng.uniform(0.1, 1.0)
+    gamma = np.exp(rng.uniform(np.log(0.6), np.log(1.6)))
+    return (np.clip(brain + rest, 0.0, None) ** gamma).astype(np.float32)
+
+
 def _smooth_field(shape: tuple[int, int], rng: np.random.Generator, coarse: int) -> np.ndarray:
     """Random smooth field in about ``[-1, 1]``: a ``coarse × coarse`` normal grid, upsampled
     bicubically to ``shape``."""
@@ -698,18 +804,25 @@ def randomized_kspace(
     noise_range: tuple[float, float] = (0.001, 0.02),
     contrasts: str = "randomised",
     blur_probability: float = 0.0,
+    tissues: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fully sampled multicoil k-space ``(N, side, side)`` of one domain-randomised slice.
 
-    Random contrast (:func:`random_contrast` from ``contrasts``), pose and warp (:func:`place_randomly`), bias
-    field ``exp(b·f)`` (``b`` up to 0.4, ``f`` smooth), smooth background phase, a random coil
-    array (:func:`random_coil_maps`, 8–20 coils) and coil-correlated complex noise of standard
+    Random contrast (:func:`random_contrast` from ``contrasts``, or :func:`tissue_contrast` when
+    the slice's ``(3, rows, cols)`` tissue fractions ``tissues`` are given), pose and warp
+    (:func:`place_randomly`), bias field ``exp(b·f)`` (``b`` up to 0.4, ``f`` smooth), smooth
+    background phase, a random coil array (:func:`random_coil_maps`, 8–20 coils) and
+    coil-correlated complex noise of standard
     deviation log-uniform in ``noise_range`` times the largest coil-image magnitude. With
     probability ``blur_probability`` the placed slice is first blurred (Gaussian, σ log-uniform in
     :data:`BLUR_SIGMA_RANGE` pixels of ``side``): anatomy of lower native resolution, like an
     upsampled or thick-slice scan. With 0 no random number is drawn for it.
     """
-    image = place_randomly(random_contrast(t1_slice, rng, contrasts), side, rng)
+    if tissues is None:
+        contrasted = random_contrast(t1_slice, rng, contrasts)
+    else:
+        contrasted = tissue_contrast(t1_slice, tissues, rng, contrasts)
+    image = place_randomly(contrasted, side, rng)
     if blur_probability > 0 and rng.random() < blur_probability:
         sigma = np.exp(rng.uniform(*np.log(BLUR_SIGMA_RANGE)))
         image = ndimage.gaussian_filter(image, sigma).astype(np.float32)

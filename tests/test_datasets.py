@@ -433,6 +433,7 @@ def test_training_examples_can_take_contrasts_from_tissue_fractions(monkeypatch)
 
     train, val = build_datasets(_simulated_config(tissue_contrast_fraction=1.0))
     assert train.describe()["tissue_contrast_fraction"] == 1.0
+    assert "100% of the colin27 contrasts built from CSF/grey/white" in train.describe()["randomisation"]
     assert kinds(train, 3) == ["tissue_contrast"] * 3
     assert kinds(val, 3) == ["tissue_contrast"] * 3  # randomised validation is made like training
     half = RandomizedBrainDataset(image_size=32, acquisition_size=48, tissue_contrast_fraction=0.5)

@@ -586,6 +586,14 @@ class RandomizedBrainDataset(Dataset):
                 "smooth phase, 8-20 coils of random position and size, correlated noise "
                 "0.1-2 % of the peak"
                 + (f", {self.blur_probability:.0%} of the slices blurred" if self.blur_probability else "")
+                + (
+                    f", {self.tissue_contrast_fraction:.0%} of the "
+                    f"{'/'.join(s for s in self.anatomy if s in simulate.TISSUE_SOURCES)} contrasts "
+                    "built from CSF/grey/white-matter fractions (T1/T2/PD/FLAIR-like"
+                    + ("" if self.contrasts == "realistic" else " and arbitrary")
+                    + ") with the rest of the head T1-like"
+                    if self.tissue_contrast_fraction else ""
+                )
             ),
         }
 

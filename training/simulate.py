@@ -10,6 +10,10 @@ file (``kspace`` ``(slices, coils, 768, 396)`` complex64, ``reconstruction_rss``
 preprocessed data of the paper (Section 4.2: 384×384, 8 SVD virtual coils). Every file is labelled
 "simulated k-space from real anatomy".
 
+Domain-randomised training examples (:func:`randomized_kspace`) take a random contrast either
+from the T1 intensity (:func:`random_contrast`) or from Colin27's CSF / grey / white-matter
+fractions (:func:`tissue_fractions`, :func:`tissue_contrast`).
+
 Both anatomies are put on one 1-mm MNI-space grid (the Colin27 grid, 181×217×181, RAS), so an
 axial index means the same height in the brain whatever the source; the train/val/test split of
 :func:`main` is made by slabs of such indices, with gaps between splits.
@@ -674,7 +678,7 @@ def tissue_contrast(
 
     Brain: ``Σ_k fractions[k] · value[k]`` with the intensities of CSF, grey and white matter
     drawn for a T1-like (white > grey > CSF), T2-like (CSF > grey > white), PD-like (all bright,
-    grey brightest), FLAIR-like (CSF dark, grey > white) or, unless ``contrasts`` is
+    grey above white), FLAIR-like (CSF dark, grey > white) or, unless ``contrasts`` is
     ``realistic``, arbitrary contrast. Outside the brain (scalp, fat, bone, muscle, meninges):
     the T1 intensity times a random factor in ``[0.1, 1]``, so that fat stays bright and bone
     dark as on most sequences, and a low factor looks like fat suppression; the brain and the

@@ -384,21 +384,30 @@ def test_validation_examples_can_be_simulated_like_the_evaluation_files():
         RandomizedBrainDataset(image_size=32, acquisition_size=48, train=False, simulation="scanner")
 
 
+def _calls_per_example(monkeypatch, module, names: tuple[str, ...]):
+    """Wrap ``module``'s functions ``names`` so that they record their calls; return
+    ``kinds(dataset, count)``: the names called while ``dataset`` makes its first ``count``
+    measurements, in order."""
+    calls: list[str] = []
+    for name in names:
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: (
+            calls.append(_name), _real(*a, **k))[1])
+
+    def kinds(dataset, count: int) -> list[str]:
+        calls.clear()
+        for index in range(count):
+            dataset.measurement(index)
+        return list(calls)
+
+    return kinds
+
+
 def test_training_examples_can_mix_in_evaluation_like_simulations(monkeypatch):
     from training import simulate
     from training.datasets import RandomizedBrainDataset, build_datasets
 
-    made = []
-    for name in ("evaluation_like_kspace", "randomized_kspace"):
-        real = getattr(simulate, name)
-        monkeypatch.setattr(simulate, name, lambda *a, _real=real, _name=name, **k: (
-            made.append(_name), _real(*a, **k))[1])
-
-    def kinds(dataset, count: int) -> list[str]:
-        made.clear()
-        for index in range(count):
-            dataset.measurement(index)
-        return list(made)
+    kinds = _calls_per_example(monkeypatch, simulate, ("evaluation_like_kspace", "randomized_kspace"))
 
     config = _simulated_config(evaluation_like_fraction=1.0)
     train, val = build_datasets(config)
@@ -419,17 +428,7 @@ def test_training_examples_can_take_contrasts_from_tissue_fractions(monkeypatch)
     from training import simulate
     from training.datasets import RandomizedBrainDataset, build_datasets
 
-    contrasts = []
-    for name in ("tissue_contrast", "random_contrast"):
-        real = getattr(simulate, name)
-        monkeypatch.setattr(simulate, name, lambda *a, _real=real, _name=name, **k: (
-            contrasts.append(_name), _real(*a, **k))[1])
-
-    def kinds(dataset, count: int) -> list[str]:
-        contrasts.clear()
-        for index in range(count):
-            dataset.measurement(index)
-        return list(contrasts)
+    kinds = _calls_per_example(monkeypatch, simulate, ("tissue_contrast", "random_contrast"))
 
     train, val = build_datasets(_simulated_config(tissue_contrast_fraction=1.0))
     assert train.describe()["tissue_contrast_fraction"] == 1.0

@@ -124,7 +124,7 @@ def _load_colin27(contrast: str) -> np.ndarray:
             "`apt-get install mricron-data`, or use source='mni152'"
         )
     t1 = _normalise(_on_common_grid(nib.load(COLIN27_PATH)))
-    head = ndimage.gaussian_filter(_head_mask(t1).astype(np.float32), 1.0)  # soft edge
+    head = _soft_edge(_head_mask(t1))
     return _normalise(head * (t1 if contrast == "t1" else 1.0 - t1))
 
 
@@ -178,6 +178,11 @@ def _head_mask(t1: np.ndarray, threshold: float = 0.1) -> np.ndarray:
     for z in range(mask.shape[2]):
         mask[:, :, z] = ndimage.binary_fill_holes(mask[:, :, z])
     return mask
+
+
+def _soft_edge(mask: np.ndarray) -> np.ndarray:
+    """A boolean mask as float32 with its edge softened by a Gaussian of 1 voxel (or pixel)."""
+    return ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
@@ -238,7 +243,7 @@ def _t1_like(plane: np.ndarray, inverted: bool) -> np.ndarray:
 
     plane = _normalise(np.asarray(plane, dtype=np.float32))
     mask = ndimage.binary_fill_holes(_largest_component(plane > threshold_li(plane)))
-    soft = ndimage.gaussian_filter(mask.astype(np.float32), 1.0)
+    soft = _soft_edge(mask)
     values = 1.0 - 0.9 * plane if inverted else plane
     rows, cols = np.nonzero(mask)
     margin = int(round(_SLICE_MARGIN * max(np.ptp(rows), np.ptp(cols))))
@@ -665,8 +670,7 @@ def tissue_fractions(source: str) -> np.ndarray:
         to_grey,
         np.where(lower, 0.0, 1.0 - to_grey),
     ])
-    fractions *= ndimage.gaussian_filter(brain.astype(np.float32), 1.0)
-    fractions = fractions.astype(np.float32)
+    fractions = (fractions * _soft_edge(brain)).astype(np.float32, copy=False)
     fractions.setflags(write=False)
     return fractions
 
@@ -816,11 +820,11 @@ def randomized_kspace(
     the slice's ``(3, rows, cols)`` tissue fractions ``tissues`` are given), pose and warp
     (:func:`place_randomly`), bias field ``exp(b·f)`` (``b`` up to 0.4, ``f`` smooth), smooth
     background phase, a random coil array (:func:`random_coil_maps`, 8–20 coils) and
-    coil-correlated complex noise of standard
-    deviation log-uniform in ``noise_range`` times the largest coil-image magnitude. With
-    probability ``blur_probability`` the placed slice is first blurred (Gaussian, σ log-uniform in
-    :data:`BLUR_SIGMA_RANGE` pixels of ``side``): anatomy of lower native resolution, like an
-    upsampled or thick-slice scan. With 0 no random number is drawn for it.
+    coil-correlated complex noise of standard deviation log-uniform in ``noise_range`` times the
+    largest coil-image magnitude. With probability ``blur_probability`` the placed slice is first
+    blurred (Gaussian, σ log-uniform in :data:`BLUR_SIGMA_RANGE` pixels of ``side``): anatomy of
+    lower native resolution, like an upsampled or thick-slice scan. With 0 no random number is
+    drawn for it.
     """
     if tissues is None:
         contrasted = random_contrast(t1_slice, rng, contrasts)

@@ -205,3 +205,13 @@ def test_command_line_overrides(tmp_path):
     for bad in ("0", "2.5", "true"):  # a bad value of an optional option names the option (not a TypeError)
         with pytest.raises(ConfigError, match="generator_ema_half_life must be (a whole number|an integer)"):
             load_config(path, overrides=[f"train.generator_ema_half_life={bad}"])
+
+
+def test_anatomy_names_mirror_the_simulator():
+    """The config lists the simulator's anatomy sources itself (importing it is heavy); the two
+    lists must not drift apart."""
+    from training import config, simulate
+
+    assert config.VOLUME_ANATOMY == simulate.SOURCES
+    assert config.ANATOMY_SOURCES == simulate.SOURCES + simulate.SLICE_SOURCES
+    assert config.TISSUE_ANATOMY == simulate.TISSUE_SOURCES
